@@ -1,0 +1,1 @@
+"""Persistent homology, connectivity-graph statistics and pictures (filled by the analysis issue)."""

@@ -1,0 +1,87 @@
+"""The ``moduli`` command.
+
+Subcommands register themselves in :data:`COMMANDS`: a name maps to a pair
+``(add_arguments, run)``; ``run(args)`` returns the process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+__all__ = ["main", "COMMANDS"]
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``add_arguments`` / ``run`` under ``name``."""
+
+    def deco(add_arguments):
+        def register(run):
+            COMMANDS[name] = (help, add_arguments, run)
+            return run
+
+        return register
+
+    return deco
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=4096, help="points for the timed distance matrix")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("demo", "sample every built-in space, print distance statistics and cdist timings")(_demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import manifolds as mf
+
+    if args.n < 2:
+        raise SystemExit("moduli demo: --n must be at least 2")
+    spaces = {
+        "circle": mf.Circle(5.0),
+        "sphere": mf.Sphere(2, 5.0),
+        "torus": mf.FlatTorus(2, 10.0),
+        "klein": mf.KleinBottle(10.0),
+        "torus6": mf.FlatTorus(6, 10.0),
+        "r3": mf.Euclidean(3),
+    }
+    print(f"moduli demo: {args.n} uniform points per space, float32, CPU, seed {args.seed}")
+    print(f"{'space':8s} {'diameter':>9s} {'mean d':>8s} {'max d':>8s} {'cdist ms':>9s} {'ns/pair':>8s}")
+    for name, M in spaces.items():
+        g = torch.Generator().manual_seed(args.seed)
+        x = M.random_uniform(args.n, generator=g, dtype=torch.float32)
+        M.cdist(x[:64])  # warm-up
+        t0 = time.perf_counter()
+        D = M.cdist(x)
+        dt = time.perf_counter() - t0
+        off = D[~torch.eye(args.n, dtype=torch.bool)]
+        print(
+            f"{name:8s} {M.diameter:9.3f} {float(off.mean()):8.3f} {float(off.max()):8.3f} "
+            f"{1e3 * dt:9.1f} {1e9 * dt / args.n**2:8.2f}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="moduli", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"moduli {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help, description=help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command][2](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

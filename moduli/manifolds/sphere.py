@@ -1,0 +1,118 @@
+"""Round spheres S^dim of any radius, and the circle."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import (
+    GeomstatsMatch, Manifold, check_count, check_dim, check_positive, generator_device,
+    resolve_dtype, safe_sqrt, tolerance,
+)
+from ._geomstats import geomstats_import
+from .euclidean import squared_norm_of_difference
+
+__all__ = ["Sphere", "Circle"]
+
+
+def _squared_norm_of_sum(x: Tensor, y: Tensor) -> Tensor:
+    total = None
+    for k in range(x.shape[-1]):
+        s = x[..., k] + y[..., k]
+        total = s * s if total is None else total + s * s
+    return total
+
+
+class Sphere(Manifold):
+    """The sphere ``{x in R^(dim+1) : |x| = radius}`` with great-circle distance.
+
+    The distance is ``2 r atan2(|x - y|, |x + y|)`` (for points of norm r),
+    accurate for nearby and for antipodal points and with finite gradients at
+    both, unlike ``r acos(<x, y> / r^2)``.
+
+    Parameters
+    ----------
+    dim : int
+        Intrinsic dimension (2 for the ordinary sphere).
+    radius : float
+        The paper uses radius 5 (Appendix D).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from moduli import manifolds as mf
+    >>> S = mf.Sphere(2, radius=5.0)
+    >>> north, south = torch.tensor([0.0, 0.0, 5.0]), torch.tensor([0.0, 0.0, -5.0])
+    >>> float(S.dist(north, south)) == float(S.diameter)
+    True
+    """
+
+    def __init__(self, dim: int = 2, radius: float = 1.0):
+        self.dim = check_dim(dim, "dim")
+        self.coord_dim = self.dim + 1
+        self.radius = check_positive(radius, "radius")
+        self.diameter = math.pi * self.radius
+
+    def _dist(self, x: Tensor, y: Tensor) -> Tensor:
+        # a = |x - y|, b = |x + y|; a^2 + b^2 = 4 r^2 > 0 so atan2 is smooth.
+        a = safe_sqrt(squared_norm_of_difference(x, y))
+        b = safe_sqrt(_squared_norm_of_sum(x, y))
+        return (2.0 * self.radius) * torch.atan2(a, b)
+
+    def _check(self, x: Tensor, name: str) -> None:
+        norms = torch.linalg.vector_norm(x, dim=-1)
+        err = float((norms - self.radius).abs().max()) if norms.numel() else 0.0
+        if err > tolerance(x.dtype) * self.radius:
+            raise ValueError(
+                f"{name} must lie on the sphere of radius {self.radius} (|x| = radius); the "
+                f"largest deviation of |{name}| from the radius is {err:.3g}. "
+                f"Use {type(self).__name__}.project to move points onto the sphere."
+            )
+
+    def project(self, x: Tensor) -> Tensor:
+        """Radial projection of nonzero points onto the sphere."""
+        norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        if bool((norms == 0).any()):
+            raise ValueError("x contains the zero vector, which has no radial projection")
+        return self.radius * x / norms
+
+    def from_unconstrained(self, u: Tensor) -> Tensor:
+        """``radius * u / |u|`` (the norm is floored at a dtype-sized epsilon)."""
+        norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        return self.radius * u / norm.clamp_min(torch.finfo(u.dtype).eps)
+
+    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
+        n = check_count(n)
+        dtype = resolve_dtype(dtype)
+        device = generator_device(generator, device)
+        g = torch.randn(n, self.coord_dim, generator=generator, dtype=dtype, device=device)
+        # A standard normal vector is zero with probability 0; guard anyway.
+        norms = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        return self.radius * g / norms
+
+    def geomstats_equivalent(self) -> GeomstatsMatch:
+        with geomstats_import():
+            from geomstats.geometry.hypersphere import Hypersphere
+
+            space = Hypersphere(self.dim)
+        r = self.radius
+        return GeomstatsMatch(space, lambda x: (x.detach().cpu().double() / r).numpy(), r)
+
+    def __repr__(self) -> str:
+        return f"Sphere(dim={self.dim}, radius={self.radius:g})"
+
+
+class Circle(Sphere):
+    """The circle ``{x in R^2 : |x| = radius}`` with arc-length distance.
+
+    Same metric as ``Sphere(dim=1, radius=radius)``; the paper's circle has
+    radius 5 (Appendix D).
+    """
+
+    def __init__(self, radius: float = 1.0):
+        super().__init__(1, radius)
+
+    def __repr__(self) -> str:
+        return f"Circle(radius={self.radius:g})"

@@ -1,0 +1,1 @@
+"""Inhibitor functions and moduli priors (filled by the regularizer issue)."""

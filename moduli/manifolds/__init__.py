@@ -11,8 +11,10 @@ from .sphere import Circle, Sphere
 from .torus import FlatTorus
 from .klein import KleinBottle
 from .product import Product
+from .quotient import QuotientSpace
+from .graph import GraphSpace
 
 __all__ = [
     "Manifold", "GeomstatsMatch", "Euclidean", "Sphere", "Circle", "FlatTorus",
-    "KleinBottle", "Product",
+    "KleinBottle", "Product", "QuotientSpace", "GraphSpace",
 ]

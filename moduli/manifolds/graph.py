@@ -1,0 +1,111 @@
+"""Finite metric spaces: neurons on the nodes of a graph."""
+
+from __future__ import annotations
+
+from typing import Hashable, Iterable, Optional
+
+import networkx as nx
+import numpy as np
+import torch
+from scipy.sparse.csgraph import shortest_path
+from torch import Tensor
+
+from .base import Manifold, check_count, generator_device, resolve_dtype
+
+__all__ = ["GraphSpace"]
+
+
+class GraphSpace(Manifold):
+    """The nodes of a connected graph with the shortest-path metric.
+
+    A point is a node's index (in ``list(graph.nodes)`` order) stored as a
+    float tensor of shape (n, 1); :meth:`points` converts node labels.
+    All-pairs distances are computed once with scipy. The space is discrete:
+    distances carry no gradient, so embeddings on it cannot be trained.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        Connected, with non-negative edge weights (directed graphs are read
+        as undirected so the metric is symmetric).
+    weight : str or None
+        Edge attribute holding lengths; ``None`` gives every edge length 1.
+        Edges without the attribute have length 1.
+
+    Examples
+    --------
+    >>> import networkx as nx, torch
+    >>> from moduli import manifolds as mf
+    >>> G = mf.GraphSpace(nx.cycle_graph(6))
+    >>> G.cdist(G.points([0, 3])).tolist()
+    [[0.0, 3.0], [3.0, 0.0]]
+    """
+
+    coord_dim = 1
+    dim = 0
+    differentiable = False
+
+    def __init__(self, graph: nx.Graph, *, weight: Optional[str] = "weight"):
+        if not isinstance(graph, nx.Graph):
+            raise TypeError(f"graph must be a networkx graph; got {type(graph).__name__}")
+        if graph.number_of_nodes() == 0:
+            raise ValueError("graph must have at least one node")
+        g = graph.to_undirected(as_view=True) if graph.is_directed() else graph
+        self.nodes = list(g.nodes)
+        self._index = {v: i for i, v in enumerate(self.nodes)}
+        if weight is not None:
+            for u, v, w in g.edges(data=weight, default=1.0):
+                if not np.isfinite(w) or w < 0:
+                    raise ValueError(f"edge ({u!r}, {v!r}) has invalid {weight!r} = {w}; lengths must be finite and >= 0")
+        adj = nx.to_scipy_sparse_array(g, nodelist=self.nodes, weight=weight, format="csr")
+        D = shortest_path(adj, method="D", directed=False)
+        if not np.isfinite(D).all():
+            raise ValueError("graph must be connected (some nodes are at infinite distance)")
+        self._D = D
+        self.diameter = float(D.max())
+        self._cache: dict = {}
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    def points(self, nodes: Iterable[Hashable], *, dtype=None, device=None) -> Tensor:
+        """Points, shape (n, 1), of the given node labels."""
+        try:
+            idx = [self._index[v] for v in nodes]
+        except KeyError as e:
+            raise ValueError(f"node {e.args[0]!r} is not in the graph") from None
+        return torch.tensor(idx, dtype=resolve_dtype(dtype), device=device)[:, None]
+
+    def distance_matrix(self, like: Tensor) -> Tensor:
+        key = (like.dtype, like.device)
+        if key not in self._cache:
+            self._cache[key] = torch.as_tensor(self._D, dtype=like.dtype, device=like.device)
+        return self._cache[key]
+
+    def _check(self, x: Tensor, name: str) -> None:
+        if bool((x != torch.round(x)).any()) or bool(((x < 0) | (x >= self.num_nodes)).any()):
+            raise ValueError(
+                f"{name} must hold node indices: integers in [0, {self.num_nodes}); "
+                "use GraphSpace.points(nodes) to build them"
+            )
+
+    def _dist(self, x: Tensor, y: Tensor) -> Tensor:
+        D = self.distance_matrix(x)
+        i, j = x[..., 0].long(), y[..., 0].long()
+        return D[i, j]
+
+    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
+        D = self.distance_matrix(x)
+        return D[x[:, 0].long()[:, None], y[:, 0].long()[None, :]]
+
+    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
+        """Nodes drawn uniformly (with replacement)."""
+        n = check_count(n)
+        dtype = resolve_dtype(dtype)
+        device = generator_device(generator, device)
+        idx = torch.randint(self.num_nodes, (n, 1), generator=generator, device=device)
+        return idx.to(dtype)
+
+    def __repr__(self) -> str:
+        return f"GraphSpace(nodes={self.num_nodes})"

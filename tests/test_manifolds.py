@@ -1,0 +1,508 @@
+"""One contract suite run over every metric space, points drawn by hypothesis."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from moduli import manifolds as mf
+
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DTYPES = [torch.float32, torch.float64]
+ATOL = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+I2 = torch.eye(2, dtype=torch.float64)
+FLIP = torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)
+SQ3 = math.sqrt(3.0)
+
+
+def hexagonal_torus(L: float = 4.0) -> mf.QuotientSpace:
+    u, v = [L, 0.0], [L / 2, L * SQ3 / 2]
+    return mf.QuotientSpace([(I2, u), (I2, v)], domain=torch.tensor([u, v]).T, name="hexagonal")
+
+
+def klein_quotient(s: float = 10.0, depth: int = 2) -> mf.QuotientSpace:
+    return mf.QuotientSpace([(I2, [0.0, s]), (FLIP, [s, s])], domain=[s, s], depth=depth, name="klein")
+
+
+def weighted_grid_graph() -> mf.GraphSpace:
+    g = nx.grid_2d_graph(4, 5)
+    rng = np.random.default_rng(0)
+    for u, v in g.edges:
+        g.edges[u, v]["weight"] = float(rng.uniform(0.5, 2.0))
+    return mf.GraphSpace(g)
+
+
+def _translation(shift):
+    return lambda x: x + torch.as_tensor(shift, dtype=x.dtype)
+
+
+def _affine(A, b):
+    return lambda x: x @ torch.as_tensor(A, dtype=x.dtype).T + torch.as_tensor(b, dtype=x.dtype)
+
+
+def _rotation(seed, n):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    return lambda x: x @ torch.as_tensor(q, dtype=x.dtype).T
+
+
+@dataclass
+class Case:
+    """A space, a hypothesis strategy for raw coordinates, and its isometries."""
+
+    name: str
+    space: mf.Manifold
+    coords: Callable  # strategy of one point's coordinates -> list of floats
+    deck: list = field(default_factory=list)  # maps of the cover: d(g x, y) = d(x, y)
+    isometries: list = field(default_factory=list)  # d(g x, g y) = d(x, y)
+    builtin: bool = True
+
+    def points(self, values, dtype):
+        x = torch.tensor(values, dtype=torch.float64)
+        if isinstance(self.space, mf.Sphere):
+            x = self.space.project(x)
+        return x.to(dtype)
+
+
+def _floats(lo, hi, k):
+    return st.lists(st.floats(lo, hi, allow_nan=False, width=64), min_size=k, max_size=k)
+
+
+def _sphere_coords(k):
+    # Bounded away from the origin so the radial projection is defined.
+    return _floats(-1.0, 1.0, k).filter(lambda v: sum(t * t for t in v) > 1e-2)
+
+
+CASES = [
+    Case("euclidean", mf.Euclidean(3), _floats(-50, 50, 3),
+         isometries=[_translation([1.5, -2.0, 7.0]), _rotation(0, 3)]),
+    Case("circle", mf.Circle(5.0), _sphere_coords(2), isometries=[_rotation(1, 2)]),
+    Case("sphere", mf.Sphere(2, 5.0), _sphere_coords(3), isometries=[_rotation(2, 3)]),
+    Case("torus", mf.FlatTorus(2, 10.0), _floats(-25, 35, 2),
+         [_translation([10.0, 0.0]), _translation([0.0, -10.0])]),
+    Case("torus6", mf.FlatTorus(6, 10.0), _floats(-25, 35, 6),
+         [_translation([0, 0, 10.0, 0, 0, 0]), _translation([-10.0, 0, 0, 0, 0, 10.0])]),
+    Case("klein", mf.KleinBottle(10.0), _floats(-25, 35, 2),
+         [_translation([0.0, 10.0]), _affine(FLIP, [10.0, 10.0])]),
+    Case("product", mf.Product(mf.Circle(1.0), mf.Sphere(2, 1.0)),
+         st.tuples(_sphere_coords(2), _sphere_coords(3)).map(lambda t: t[0] + t[1])),
+    Case("hexagonal", hexagonal_torus(), _floats(-10, 10, 2),
+         [_translation([4.0, 0.0]), _translation([2.0, 2 * SQ3])], builtin=False),
+    Case("klein_quotient", klein_quotient(), _floats(-25, 35, 2),
+         [_translation([0.0, 10.0]), _affine(FLIP, [10.0, 10.0])], builtin=False),
+    Case("graph", weighted_grid_graph(), st.lists(st.integers(0, 19).map(float), min_size=1, max_size=1),
+         [], builtin=False),
+]
+
+
+def _product_points(values, dtype):
+    x = torch.tensor(values, dtype=torch.float64)
+    c = mf.Circle(1.0).project(x[..., :2])
+    s = mf.Sphere(2, 1.0).project(x[..., 2:])
+    return torch.cat([c, s], -1).to(dtype)
+
+
+def points_of(case, values, dtype):
+    if case.name == "product":
+        return _product_points(values, dtype)
+    return case.points(values, dtype)
+
+
+@pytest.fixture(params=CASES, ids=[c.name for c in CASES])
+def case(request):
+    return request.param
+
+
+def triples(case):
+    return st.tuples(case.coords, case.coords, case.coords)
+
+
+# ------------------------------------------------------------------ axioms
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_metric_axioms(case, dtype):
+    M = case.space
+    atol = ATOL[dtype] * max(1.0, _scale(M))
+
+    @SETTINGS
+    @given(st.lists(triples(case), min_size=1, max_size=6))
+    def check(rows):
+        x = points_of(case, [r[0] for r in rows], dtype)
+        y = points_of(case, [r[1] for r in rows], dtype)
+        z = points_of(case, [r[2] for r in rows], dtype)
+        dxy, dyx = M.dist(x, y), M.dist(y, x)
+        assert dxy.shape == (len(rows),) and dxy.dtype == dtype
+        assert torch.all(dxy >= 0)
+        assert torch.allclose(M.dist(x, x), torch.zeros_like(dxy), atol=atol)
+        assert torch.allclose(dxy, dyx, atol=atol)
+        assert torch.all(M.dist(x, z) <= dxy + M.dist(y, z) + atol)
+        assert torch.all(dxy <= M.diameter + atol)
+        for g in case.deck:
+            assert torch.allclose(M.dist(g(x), y), dxy, atol=atol)
+        for g in case.deck + case.isometries:
+            assert torch.allclose(M.dist(g(x), g(y)), dxy, atol=atol)
+
+    check()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dist_is_diagonal_of_cdist(case, dtype):
+    M, atol = case.space, ATOL[dtype] * max(1.0, _scale(case.space))
+
+    @SETTINGS
+    @given(st.lists(st.tuples(case.coords, case.coords), min_size=1, max_size=8))
+    def check(rows):
+        x = points_of(case, [r[0] for r in rows], dtype)
+        y = points_of(case, [r[1] for r in rows], dtype)
+        D = M.cdist(x, y)
+        assert D.shape == (len(rows), len(rows))
+        assert torch.allclose(torch.diagonal(D), M.dist(x, y), atol=atol)
+        assert torch.allclose(M.cdist(x), M.cdist(x, x), atol=atol)
+        # broadcasting: (n, 1, k) against (1, n, k) is cdist
+        assert torch.allclose(M.dist(x[:, None], y[None]), D, atol=atol)
+
+    check()
+
+
+def test_cdist_large_blocked_matches_autograd_path(case):
+    """The row-blocked / fast no-grad paths agree with the differentiable path."""
+    M = case.space
+    g = torch.Generator().manual_seed(3)
+    x = M.random_uniform(700, generator=g, dtype=torch.float64)
+    y = M.random_uniform(6500, generator=g, dtype=torch.float64)
+    fast = M.cdist(x, y)
+    if M.differentiable:
+        slow = M.cdist(x.clone().requires_grad_(), y).detach()
+    else:
+        slow = M.dist(x[:, None], y[None])
+    assert torch.allclose(fast, slow, atol=1e-9)
+
+
+def _scale(M):
+    return M.diameter if math.isfinite(M.diameter) else 10.0
+
+
+# ------------------------------------------------------- reference geometry
+@pytest.mark.parametrize("case", [c for c in CASES if c.builtin], ids=[c.name for c in CASES if c.builtin])
+def test_agrees_with_geomstats(case):
+    match = case.space.geomstats_equivalent()
+    assert match is not None, f"{case.name} must name its geomstats equivalent"
+
+    @SETTINGS
+    @given(st.lists(st.tuples(case.coords, case.coords), min_size=2, max_size=6))
+    def check(rows):
+        x = points_of(case, [r[0] for r in rows], torch.float64)
+        y = points_of(case, [r[1] for r in rows], torch.float64)
+        ours = case.space.dist(x, y).numpy()
+        theirs = np.asarray(match.dist(x, y), dtype=np.float64)
+        np.testing.assert_allclose(ours, theirs, atol=1e-7)
+
+    check()
+
+
+def _brute_force_flat(x, y, transforms):
+    """min over explicitly listed images g(y) of |x - g(y)|."""
+    imgs = torch.stack([g(y) for g in transforms])  # (J, n, k)
+    return (x[None] - imgs).norm(dim=-1).amin(0)
+
+
+def _klein_images(s, r=3):
+    out = []
+    for j, k in itertools.product(range(-r, r + 1), repeat=2):
+        out.append(_affine(np.eye(2), [2 * j * s, k * s]))
+        out.append(_affine(FLIP.numpy(), [(2 * j + 1) * s, k * s]))
+    return out
+
+
+def _lattice_images(vectors, r=3):
+    out = []
+    for coeffs in itertools.product(range(-r, r + 1), repeat=len(vectors)):
+        out.append(_translation(sum(c * np.asarray(v, dtype=float) for c, v in zip(coeffs, vectors))))
+    return out
+
+
+BRUTE = {
+    "torus": lambda: _lattice_images([[10.0, 0.0], [0.0, 10.0]]),
+    "klein": lambda: _klein_images(10.0),
+    "klein_quotient": lambda: _klein_images(10.0),
+    "hexagonal": lambda: _lattice_images([[4.0, 0.0], [2.0, 2 * SQ3]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BRUTE))
+def test_agrees_with_brute_force_minimum_over_images(name):
+    case = next(c for c in CASES if c.name == name)
+    M, transforms = case.space, BRUTE[name]()
+
+    @SETTINGS
+    @given(st.lists(st.tuples(case.coords, case.coords), min_size=1, max_size=8))
+    def check(rows):
+        x = points_of(case, [r[0] for r in rows], torch.float64)
+        y = points_of(case, [r[1] for r in rows], torch.float64)
+        # move x into the fundamental domain so +-3 copies certainly suffice
+        xc = M.canonical(x)
+        yc = M.canonical(y)
+        expected = _brute_force_flat(xc, yc, transforms)
+        assert torch.allclose(M.dist(x, y), expected, atol=1e-9)
+
+    check()
+
+
+def test_quotient_depth_is_enough_for_examples():
+    deep = klein_quotient(depth=5)
+    shallow = klein_quotient(depth=2)
+    assert deep.num_images > shallow.num_images
+    g = torch.Generator().manual_seed(0)
+    x = shallow.random_uniform(300, generator=g, dtype=torch.float64)
+    assert torch.allclose(shallow.cdist(x), deep.cdist(x), atol=1e-12)
+    assert torch.allclose(shallow.cdist(x), mf.KleinBottle(10.0).cdist(x), atol=1e-12)
+
+
+# ------------------------------------------------------------- known numbers
+def test_known_distances():
+    K = mf.KleinBottle(10.0)
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    # across the glide seam (0, y) ~ (10, 10 - y): (0.5, 2) and (9.5, 8) are 1 apart
+    assert float(K.dist(t(0.5, 2.0), t(9.5, 8.0))) == pytest.approx(1.0)
+    # across the translation seam (x, 0) ~ (x, 10)
+    assert float(K.dist(t(3.0, 0.5), t(3.0, 9.5))) == pytest.approx(1.0)
+    # not a torus: (0.5, 2) and (9.5, 2) are NOT 1 apart
+    assert float(K.dist(t(0.5, 2.0), t(9.5, 2.0))) == pytest.approx(math.hypot(1.0, 4.0))
+    T = mf.FlatTorus(2, 10.0)
+    assert float(T.dist(t(0.5, 0.0), t(9.5, 0.0))) == pytest.approx(1.0)
+    assert float(T.dist(t(0.0, 0.0), t(5.0, 5.0))) == pytest.approx(T.diameter)
+    S = mf.Sphere(2, 5.0)
+    assert float(S.dist(t(0, 0, 5.0), t(0, 0, -5.0))) == pytest.approx(5 * math.pi)
+    assert float(S.dist(t(0, 0, 5.0), t(5.0, 0, 0))) == pytest.approx(5 * math.pi / 2)
+    C = mf.Circle(5.0)
+    assert float(C.dist(t(5.0, 0), t(0, 5.0))) == pytest.approx(5 * math.pi / 2)
+    P = mf.Product(mf.FlatTorus(1, 10.0), mf.Euclidean(1))
+    assert float(P.dist(t(1.0, 0.0), t(9.0, 4.0))) == pytest.approx(math.hypot(2.0, 4.0))
+    H = hexagonal_torus(4.0)
+    # the lattice's shortest vectors have length 4 -> the point 2 along one is at distance 2
+    assert float(H.dist(t(0.0, 0.0), t(2.0, 2 * SQ3))) == pytest.approx(0.0, abs=1e-12)
+    assert float(H.dist(t(0.0, 0.0), t(3.0, 0.0))) == pytest.approx(1.0)
+    G = weighted_grid_graph()
+    assert G.diameter == pytest.approx(float(G.cdist(G.random_uniform(0).new_tensor(range(20))[:, None]).max()))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_diameter_is_attained(case):
+    M = case.space
+    if not math.isfinite(M.diameter):
+        pytest.skip("unbounded space")  # Euclidean: the diameter is inf by definition
+    g = torch.Generator().manual_seed(0)
+    x = M.random_uniform(3000, generator=g, dtype=torch.float64)
+    D = M.cdist(x)
+    assert float(D.max()) <= M.diameter + 1e-9
+    # the quotient's grid bound is at most ~5% above the supremum
+    assert float(D.max()) >= (0.93 if isinstance(M, mf.QuotientSpace) else 0.97) * M.diameter
+
+
+def test_mean_distance_of_uniform_samples():
+    """Uniform sampling gives the known mean distances."""
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    # circle: E d = pi R / 2;  sphere S^2: E d = pi R / 2;  torus T^1: E d = p / 4
+    for M, expected in [(mf.Circle(5.0), 5 * math.pi / 2), (mf.Sphere(2, 5.0), 5 * math.pi / 2),
+                        (mf.FlatTorus(1, 10.0), 2.5)]:
+        x = M.random_uniform(n, generator=g, dtype=torch.float64)
+        mean = float(M.cdist(x).sum()) / (n * (n - 1))
+        assert mean == pytest.approx(expected, rel=0.03), M
+    # sphere: coordinates have mean 0 and second moment R^2 / 3
+    x = mf.Sphere(2, 5.0).random_uniform(20000, generator=g, dtype=torch.float64)
+    assert torch.allclose(x.mean(0), torch.zeros(3, dtype=torch.float64), atol=0.15)
+    assert torch.allclose((x * x).mean(0), torch.full((3,), 25.0 / 3, dtype=torch.float64), rtol=0.05)
+
+
+# ------------------------------------------------------------------ sampling
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_random_uniform_contract(case, dtype):
+    M = case.space
+    x = M.random_uniform(17, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    assert x.shape == (17, M.coord_dim) and x.dtype == dtype and x.device.type == "cpu"
+    M.check_points(x)  # on the space
+    y = M.random_uniform(17, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    assert torch.equal(x, y)
+    assert M.random_uniform(0, dtype=dtype).shape == (0, M.coord_dim)
+
+
+# ----------------------------------------------------------------- gradients
+CUT_LOCI = {
+    "euclidean": [([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])],
+    "circle": [([5.0, 0.0], [5.0, 0.0]), ([5.0, 0.0], [-5.0, 0.0])],
+    "sphere": [([0.0, 0.0, 5.0], [0.0, 0.0, 5.0]), ([0.0, 0.0, 5.0], [0.0, 0.0, -5.0])],
+    "torus": [([1.0, 1.0], [1.0, 1.0]), ([0.0, 0.0], [5.0, 0.0]), ([0.0, 0.0], [5.0, 5.0])],
+    "torus6": [([0.0] * 6, [5.0] * 6), ([1.0] * 6, [1.0] * 6)],
+    "klein": [([0.0, 3.0], [10.0, 7.0]), ([0.0, 0.0], [5.0, 5.0]), ([2.0, 0.0], [2.0, 10.0]),
+              ([0.0, 0.0], [0.0, 0.0]), ([0.0, 2.5], [5.0, 2.5])],
+    "product": [([1.0, 0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0, 1.0]),
+                ([1.0, 0.0, 0.0, 0.0, 1.0], [-1.0, 0.0, 0.0, 0.0, -1.0])],
+    "hexagonal": [([0.0, 0.0], [0.0, 0.0]), ([0.0, 0.0], [2.0, 0.0]), ([0.0, 0.0], [4.0, 0.0])],
+    "klein_quotient": [([0.0, 3.0], [10.0, 7.0]), ([0.0, 0.0], [5.0, 5.0]), ([1.0, 1.0], [1.0, 1.0])],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(CUT_LOCI))
+def test_finite_gradients_at_cut_loci(name, dtype):
+    M = next(c for c in CASES if c.name == name).space
+    xs = torch.tensor([p for p, _ in CUT_LOCI[name]], dtype=dtype, requires_grad=True)
+    ys = torch.tensor([q for _, q in CUT_LOCI[name]], dtype=dtype, requires_grad=True)
+    (gx, gy) = torch.autograd.grad(M.dist(xs, ys).sum(), (xs, ys))
+    assert torch.isfinite(gx).all() and torch.isfinite(gy).all()
+    (gc,) = torch.autograd.grad(M.cdist(xs, ys).sum() + M.cdist(xs).sum(), (xs,))
+    assert torch.isfinite(gc).all()
+    # the inhibitor-style use: gradient of f(d) with f smooth, d squared
+    (g2,) = torch.autograd.grad((M.cdist(xs) ** 2).sum(), (xs,))
+    assert torch.isfinite(g2).all()
+
+
+def test_gradient_is_correct_away_from_cut_loci():
+    g = torch.Generator().manual_seed(0)
+    for M in [mf.Sphere(2, 5.0), mf.FlatTorus(2, 10.0), mf.KleinBottle(10.0), hexagonal_torus(),
+              mf.Product(mf.Circle(1.0), mf.Euclidean(2))]:
+        x = M.random_uniform(4, generator=g, dtype=torch.float64).requires_grad_()
+        y = M.random_uniform(5, generator=g, dtype=torch.float64)
+        if isinstance(M, (mf.Sphere, mf.Product)):
+            # perturb within R^coord_dim; check the ambient gradient formula itself
+            f = lambda a: M._cdist(a, y).sum()  # noqa: E731
+        else:
+            f = lambda a: M.cdist(a, y).sum()  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_gradient_at_d0_is_zero_not_nan():
+    for M in [mf.FlatTorus(2, 10.0), mf.KleinBottle(10.0), mf.Euclidean(2)]:
+        x = torch.tensor([[1.0, 2.0]], requires_grad=True)
+        M.dist(x, x.detach()).sum().backward()
+        assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_points_raise_clear_errors(case):
+    M = case.space
+    good = M.random_uniform(3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., %d\)" % M.coord_dim):
+        M.dist(torch.zeros(3, M.coord_dim + 1), good)
+    with pytest.raises(ValueError, match="y must have shape"):
+        M.cdist(good, torch.zeros(3, M.coord_dim + 2))
+    with pytest.raises(ValueError, match=r"x must have shape \(n, "):
+        M.cdist(good[None])
+    bad = good.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        M.cdist(bad)
+    bad[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="y contains NaN or infinite"):
+        M.dist(good, bad)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        M.cdist(good.numpy())
+    with pytest.raises(TypeError, match="floating-point"):
+        M.cdist(good.long())
+    with pytest.raises(TypeError, match="same dtype"):
+        M.cdist(good, good.double())
+    with pytest.raises(ValueError, match="broadcastable"):
+        M.dist(good, good[:2])
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        M.random_uniform(-1)
+    with pytest.raises(TypeError, match="dtype"):
+        M.random_uniform(2, dtype=torch.int64)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: mf.Sphere(2, -1.0), "radius must be a finite positive number"),
+        (lambda: mf.Circle(0.0), "radius"),
+        (lambda: mf.Circle(float("nan")), "radius"),
+        (lambda: mf.FlatTorus(2, -10.0), "period must be a finite positive number"),
+        (lambda: mf.FlatTorus(0, 10.0), "dim must be >= 1"),
+        (lambda: mf.KleinBottle(-1.0), "side must be a finite positive number"),
+        (lambda: mf.Euclidean(0), "dim must be >= 1"),
+        (lambda: mf.Product(), "at least one space"),
+        (lambda: mf.QuotientSpace([(2 * I2, [1.0, 0.0])], domain=[1.0, 1.0]), "orthogonal"),
+        (lambda: mf.QuotientSpace([(I2, [1.0, 0.0, 0.0])], domain=[1.0, 1.0]), r"b of shape \(2,\)"),
+        (lambda: mf.QuotientSpace([(I2, [1.0, 0.0])], domain=[[1.0, 2.0], [2.0, 4.0]]), "linearly independent"),
+        (lambda: mf.GraphSpace(nx.Graph([(0, 1), (2, 3)])), "connected"),
+        (lambda: mf.GraphSpace(nx.Graph([(0, 1, {"weight": -1.0})])), "lengths must be finite and >= 0"),
+    ],
+)
+def test_bad_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_type_errors_for_parameters():
+    with pytest.raises(TypeError, match="radius must be a positive number"):
+        mf.Sphere(2, "5")
+    with pytest.raises(TypeError, match="dim must be an int"):
+        mf.FlatTorus(2.0, 10.0)
+    with pytest.raises(TypeError, match=r"spaces\[1\]"):
+        mf.Product(mf.Circle(1.0), "torus")
+    with pytest.raises(TypeError, match="networkx graph"):
+        mf.GraphSpace([(0, 1)])
+
+
+def test_points_off_the_space_are_rejected():
+    S = mf.Sphere(2, 5.0)
+    with pytest.raises(ValueError, match="x must lie on the sphere of radius 5.0"):
+        S.cdist(torch.tensor([[1.0, 0.0, 0.0]]))
+    G = weighted_grid_graph()
+    with pytest.raises(ValueError, match="node indices"):
+        G.cdist(torch.tensor([[0.5]]))
+    with pytest.raises(ValueError, match="node indices"):
+        G.cdist(torch.tensor([[20.0]]))
+    with pytest.raises(ValueError, match="not in the graph"):
+        G.points([(9, 9)])
+
+
+# ------------------------------------------------------------ parametrization
+@pytest.mark.parametrize("case", [c for c in CASES if c.space.differentiable], ids=[c.name for c in CASES if c.space.differentiable])
+def test_unconstrained_parametrization_stays_on_space(case):
+    M = case.space
+    g = torch.Generator().manual_seed(0)
+    x = M.random_uniform(20, generator=g, dtype=torch.float64)
+    u = M.to_unconstrained(x)
+    assert torch.allclose(M.cdist(M.from_unconstrained(u), x).diagonal(), torch.zeros(20, dtype=torch.float64), atol=1e-9)
+    u = (u + 3.0 * torch.randn(u.shape, generator=g, dtype=torch.float64)).requires_grad_()
+    p = M.from_unconstrained(u)
+    M.check_points(p.detach())
+    M.cdist(p).sum().backward()
+    assert torch.isfinite(u.grad).all()
+
+
+# ----------------------------------------------------------- global state
+def test_import_and_geomstats_leave_torch_defaults_unchanged():
+    code = (
+        "import torch\n"
+        "torch.set_default_dtype(torch.float32)\n"
+        "import moduli\n"
+        "from moduli import manifolds as mf\n"
+        "assert torch.get_default_dtype() == torch.float32, 'import'\n"
+        "for M in [mf.Sphere(2), mf.FlatTorus(2), mf.KleinBottle(), mf.Euclidean(2)]:\n"
+        "    M.geomstats_equivalent()\n"
+        "assert torch.get_default_dtype() == torch.float32, torch.get_default_dtype()\n"
+        "print('ok')\n"
+    )
+    for backend in ["numpy", "pytorch"]:
+        env = dict(os.environ, GEOMSTATS_BACKEND=backend)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", (backend, out.stderr[-2000:])
+
+
+def test_geomstats_import_restores_dtype_in_process():
+    torch.set_default_dtype(torch.float32)
+    mf.KleinBottle().geomstats_equivalent()
+    assert torch.get_default_dtype() == torch.float32

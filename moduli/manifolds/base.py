@@ -19,8 +19,8 @@ from torch import Tensor
 __all__ = ["Manifold", "GeomstatsMatch", "safe_sqrt", "wrap", "tolerance"]
 
 # Rows per block in pairwise distances: blocks keep temporaries small when no
-# gradient is needed. 2**22 entries is 16 MB of float32 per temporary.
-_BLOCK_ENTRIES = 2**22
+# gradient is needed. 2**20 entries is 4 MB of float32 per temporary.
+_BLOCK_ENTRIES = 2**20
 
 
 def tolerance(dtype: torch.dtype) -> float:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .base import (
     _needs_grad, GeomstatsMatch, Manifold, check_count, check_dim, check_positive, generator_device,
-    resolve_dtype, safe_sqrt, tolerance,
+    resolve_dtype, safe_sqrt, tolerance, wrap,
 )
 from ._geomstats import geomstats_import
 from .euclidean import squared_norm_of_difference
@@ -138,11 +138,21 @@ class Circle(Sphere):
     """The circle ``{x in R^2 : |x| = radius}`` with arc-length distance.
 
     Same metric as ``Sphere(dim=1, radius=radius)``; the paper's circle has
-    radius 5 (Appendix D).
+    radius 5 (Appendix D). Distances are computed from polar angles, one
+    ``atan2`` per point and a wrap per pair.
     """
 
     def __init__(self, radius: float = 1.0):
         super().__init__(1, radius)
+
+    def _dist(self, x: Tensor, y: Tensor) -> Tensor:
+        # arc length from polar angles: r |wrap(theta_x - theta_y, 2 pi)|
+        tx = torch.atan2(x[..., 1], x[..., 0])
+        ty = torch.atan2(y[..., 1], y[..., 0])
+        return self.radius * wrap(tx - ty, 2.0 * math.pi)
+
+    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
+        return Manifold._cdist(self, x, y)
 
     def __repr__(self) -> str:
         return f"Circle(radius={self.radius:g})"

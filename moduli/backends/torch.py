@@ -180,12 +180,8 @@ class TorchBackend(Backend):
             targets_list, single = [targets], True
         elif callable(targets):
             for lay, e in layouts:
-                if targets(e[0], effective_weight(e[1], e[3])):
-                    if lay is None:
-                        raise ValueError(
-                            f"the predicate selected {e[0]} of shape {tuple(e[4].shape)}, which has no "
-                            "neuron layout (only weights with >= 2 dimensions do)"
-                        )
+                # the predicate only sees weights with a neuron layout (>= 2 dimensions)
+                if lay is not None and targets(e[0], effective_weight(e[1], e[3])):
                     add(e[0])
             if not chosen:
                 raise ValueError(f"the targets predicate matched no parameter of {type(model).__name__}")

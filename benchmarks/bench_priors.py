@@ -122,23 +122,34 @@ def bench_size(n: int, repeats: int, step_repeats: int, lam: float, bar) -> dict
         return run
 
     rows = {}
-    for name, fn, reps in [
-        ("abs pass", abs_pass, repeats),
-        ("fixed", fixed_autograd, repeats),
-        ("fixed fused", fixed_fused, repeats),
-        ("fixed, copy C each step", fixed_copy, repeats),
-        ("trained", trained_autograd, repeats),
-        ("trained fused", trained_fused, repeats),
-        ("trained, plain autograd", trained_plain, repeats),
-        ("step", step(), step_repeats),
-        ("step + fixed", step(fixed), step_repeats),
-        ("step + fixed fused", step(fixed, fused=True), step_repeats),
-        ("step + trained", step(trained), step_repeats),
-        ("step + trained fused", step(trained, fused=True), step_repeats),
+    for name, fn in [
+        ("abs pass", abs_pass),
+        ("fixed", fixed_autograd),
+        ("fixed fused", fixed_fused),
+        ("fixed, copy C each step", fixed_copy),
+        ("trained", trained_autograd),
+        ("trained fused", trained_fused),
+        ("trained, plain autograd", trained_plain),
     ]:
         bar.set_postfix_str(f"n={n} {name}")
-        rows[name] = timed(fn, reps)
+        rows[name] = timed(fn, repeats)
         bar.update(1)
+    # Training steps are timed in interleaved rounds (one step of each variant
+    # per round) so that load from other processes hits every variant alike.
+    steps = {"step": step(), "step + fixed": step(fixed), "step + fixed fused": step(fixed, fused=True),
+             "step + trained": step(trained), "step + trained fused": step(trained, fused=True)}
+    for fn in steps.values():
+        fn()  # warm-up
+    samples = {name: [] for name in steps}
+    for r in range(step_repeats):
+        bar.set_postfix_str(f"n={n} steps, round {r + 1}/{step_repeats}")
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    for name in steps:
+        rows[name] = statistics.median(samples[name])
+    bar.update(1)
     unit, base = rows["abs pass"], rows["step"]
     table = []
     for name, t in rows.items():
@@ -155,14 +166,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each prior operation")
-    parser.add_argument("--step-repeats", type=int, default=3, help="timed repeats of each training step")
+    parser.add_argument("--step-repeats", type=int, default=5, help="interleaved rounds of training steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lam", type=float, default=1e-5)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_priors.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = []
-    with tqdm(total=12 * len(args.sizes), desc="bench_priors") as bar:
+    with tqdm(total=8 * len(args.sizes), desc="bench_priors") as bar:
         for n in args.sizes:
             results.append(bench_size(n, args.repeats, args.step_repeats, args.lam, bar))
     print(f"\nmoduli priors, ReLU RNN (input 32, batch 64, seq 20), torus + DoG, float32, "

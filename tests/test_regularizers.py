@@ -471,3 +471,24 @@ def test_recurrent_coefficients_symmetric_nonnegative(n, seed, c):
     assert bool((coeff >= 0).all()) and bool((coeff <= c + 1e-6).all())
     assert torch.allclose(torch.diagonal(coeff), torch.full((n,), c))  # f(0) = c on the diagonal
     assert torch.allclose(coeff, f(TORUS.cdist(term.points_out)))
+
+
+# ---------------------------------------------------------------- docs
+def test_docs_examples_run_and_readme_example_matches_script():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "regularizers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    readme = [b for b in blocks if b.startswith("# README example")]
+    assert len(readme) == 1
+    assert readme[0] == (root / "docs" / "examples" / "torus_rnn.py").read_text()
+    ran = 0
+    for block in blocks:
+        if block.startswith("# README example") or block.startswith("rg.ModuliPrior(manifold") \
+                or block.startswith("pruning.GradualMagnitudePruning(model_or_params"):
+            continue  # the README example takes ~10 s; signatures are not code
+        exec(compile(block, "docs/regularizers.md", "exec"), {})
+        ran += 1
+    assert ran >= 5

@@ -470,6 +470,11 @@ class Term(nn.Module):
         if self._emb_out is None:  # L1 on every entry, exactly sum |w|
             total = w.abs().sum()
             return total / w.numel() if self.reduction == "mean" else total
+        if self.live and not torch.is_grad_enabled():
+            from ..regularizers.priors import weighted_penalty
+
+            return weighted_penalty(w, self._live_base(), self.exponent, slice_norm=self.layout.slice_norm,
+                                    reduction=self.reduction)
         if self.live:
             shared = self._emb_in is self._emb_out
             return _LivePenalty.apply(self._emb_out.points, None if shared else self._emb_in.points, w, self)

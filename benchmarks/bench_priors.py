@@ -14,9 +14,10 @@ batch 64, sequence 20, linear readout, Adam), all in one run:
   on the whole matrix, for comparison;
 - ``step``: one training step without prior, and with each prior variant.
 
-Reported: median milliseconds, the ratio to the abs pass, and the prior's
-overhead as a fraction of the plain training step (isolated prior time / step
-time, and the measured difference of whole steps).
+Reported: milliseconds (minimum over repeats: the least-disturbed run on a
+shared machine), the ratio to the abs pass, and the prior's overhead as a
+fraction of the plain training step (isolated prior time / step time, and the
+difference of whole steps timed in interleaved rounds).
 
 Usage::
 
@@ -30,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,14 +44,20 @@ from moduli import manifolds as mf  # noqa: E402
 from moduli import regularizers as rg  # noqa: E402
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, budget: float = 0.5) -> float:
+    """Minimum time of ``fn`` over at least ``repeats`` calls (more while under ``budget`` s).
+
+    The minimum is the least-disturbed run: other processes share the machine.
+    """
     fn()  # warm-up
     times = []
-    for _ in range(repeats):
+    spent = 0.0
+    while len(times) < repeats or (spent < budget and len(times) < 200):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        spent += times[-1]
+    return min(times)
 
 
 def bench_size(n: int, repeats: int, step_repeats: int, lam: float, bar) -> dict:
@@ -148,7 +154,7 @@ def bench_size(n: int, repeats: int, step_repeats: int, lam: float, bar) -> dict
             fn()
             samples[name].append(time.perf_counter() - t0)
     for name in steps:
-        rows[name] = statistics.median(samples[name])
+        rows[name] = min(samples[name])
     bar.update(1)
     unit, base = rows["abs pass"], rows["step"]
     table = []

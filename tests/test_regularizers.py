@@ -523,3 +523,17 @@ def test_trained_chunked_path_equals_plain_autograd(kind, monkeypatch):
         assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)
     with torch.no_grad():
         assert priors.penalty().item() == pytest.approx(ref.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("f", [
+    rg.DifferenceOfGaussians(c=2.0, sigma1=0.7, sigma2=1.9), rg.Ricker(sigma=1.3, c=0.5),
+    rg.Diffusion(c=1.5, power=2), rg.Diffusion(c=1.5, power=1), rg.Diffusion(c=0.5, power=2.5),
+    rg.Sinusoid(c=3.0, mu=1.7), rg.Inhibitor.from_expression("a*d*exp(-d)", a=2.0),
+])
+def test_closed_form_derivatives_match_autograd(f):
+    d = torch.linspace(0.0, 9.0, 301, dtype=torch.float64).requires_grad_(True)
+    value = f(d)
+    (grad,) = torch.autograd.grad(value.sum(), d)
+    v2, g2 = f.value_and_derivative(d.detach())
+    assert torch.allclose(v2, value.detach(), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(g2, grad, rtol=1e-10, atol=1e-12)

@@ -350,11 +350,18 @@ def _live_pass(term, p_out: Tensor, p_in: Optional[Tensor], weight: Tensor):
         for r0 in range(0, n_out, step):
             r1 = min(n_out, r0 + step)
             xl = x[r0:r1].detach().requires_grad_(True)
-            c = prior.inhibitor(prior.manifold.cdist(xl, yl, validate=False))
+            d = prior.manifold.cdist(xl, yl, validate=False)
             if lay.groups > 1:
-                c = _group_gather(c, lay.groups, row0=r0, n_out=n_out)
-            s = (c * a[r0:r1]).sum()
-            gx, gy = torch.autograd.grad(s, (xl, yl))
+                c = _group_gather(prior.inhibitor(d), lay.groups, row0=r0, n_out=n_out)
+                s = (c * a[r0:r1]).sum()
+                gx, gy = torch.autograd.grad(s, (xl, yl))
+            else:
+                # closed-form f' (no autograd graph through the inhibitor)
+                c, fprime = prior.inhibitor.value_and_derivative(d.detach())
+                with torch.no_grad():
+                    s = torch.dot(c.reshape(-1), a[r0:r1].reshape(-1))
+                    fprime.mul_(a[r0:r1])
+                gx, gy = torch.autograd.grad(d, (xl, yl), grad_outputs=fprime)
             g_out[r0:r1] += gx
             if g_in is None:
                 g_out += gy

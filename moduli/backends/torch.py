@@ -314,91 +314,111 @@ class _FixedPenalty(torch.autograd.Function):
         return g.mul_(grad_out), None, None
 
 
-def _live_pass(term, p_out: Tensor, p_in: Optional[Tensor], weight: Tensor):
-    """Value, coefficients and point gradients of a trained term, in row chunks.
+def _live_pass(term, p_out: Tensor, p_in: Optional[Tensor], weight: Tensor, *,
+               weight_grad: Optional[Tensor] = None, alpha: float = 1.0, accumulate: bool = False):
+    """Value, point gradients and (optionally) weight gradient of a trained term.
 
-    For each chunk of output neurons the distances, ``f`` and their autograd
-    graph are built for ``chunk x n_in`` entries only and differentiated at
-    once, so no ``(n, n)`` autograd temporaries (and no ``(n, n, k)`` ones)
-    are kept. ``A = sum_blocks |W_b|^l`` is formed once.
+    One sweep over row chunks of output neurons: for each chunk the
+    distances are built for ``chunk x n_in`` entries, ``f`` and ``f'`` come in
+    closed form, the distance graph is differentiated at once, and the
+    chunk's rows of ``dR/dW`` are written. No ``(n, n)`` autograd temporaries
+    and no ``(n, n, k)`` ones; no full coefficient matrix is stored.
+
+    Parameters
+    ----------
+    weight_grad : Tensor, optional
+        Shaped like ``weight``: receives ``alpha * dR/dW`` (added to it when
+        ``accumulate``, else overwritten).
 
     Returns
     -------
     value : Tensor, shape=[]
-    coeff : Tensor, shape=[n_out, n_in // groups]
     g_out : Tensor, shape=[n_out, coord_dim]
     g_in : Tensor or None, shape=[n_in, coord_dim] (None when shared)
     """
-    from ..regularizers.priors import magnitude
+    from ..regularizers.priors import magnitude, penalty_gradient
 
     lay = term.layout
     prior = term.prior
-    n_out, cols = lay.n_out, lay.n_in // lay.groups
-    with torch.no_grad():
-        a = magnitude(weight.detach(), term.exponent, lay.slice_norm).reshape(-1, n_out, cols)
-        a = a[0] if a.shape[0] == 1 else a.sum(0)
-    scale = 1.0 / (lay.blocks * n_out * cols) if term.reduction == "mean" else 1.0
+    n_out, cols, blocks = lay.n_out, lay.n_in // lay.groups, lay.blocks
+    scale = 1.0 / (blocks * n_out * cols) if term.reduction == "mean" else 1.0
+    w = weight.detach()
+    wv = w.view(blocks, n_out, *w.shape[1:])
+    gv = None if weight_grad is None else weight_grad.view(blocks, n_out, *w.shape[1:])
     x = p_out.detach()
     y = x if p_in is None else p_in.detach()
-    coeff = torch.empty(n_out, cols, dtype=a.dtype, device=a.device)
     g_out = torch.zeros_like(x)
     g_in = None if p_in is None else torch.zeros_like(y)
-    value = torch.zeros((), dtype=a.dtype, device=a.device)
-    step = max(1, _CHUNK_ENTRIES // max(1, y.shape[0]))
+    value = torch.zeros((), dtype=w.dtype, device=w.device)
+    step = max(1, _CHUNK_ENTRIES // max(1, y.shape[0] * blocks))
     with torch.enable_grad():
         yl = y.detach().requires_grad_(True)
         for r0 in range(0, n_out, step):
             r1 = min(n_out, r0 + step)
+            rows = r1 - r0
+            w_chunk = wv[:, r0:r1].reshape(blocks * rows, *w.shape[1:])
+            with torch.no_grad():
+                a = magnitude(w_chunk, term.exponent, lay.slice_norm).reshape(blocks, rows, cols).sum(0)
             xl = x[r0:r1].detach().requires_grad_(True)
             d = prior.manifold.cdist(xl, yl, validate=False)
             if lay.groups > 1:
                 c = _group_gather(prior.inhibitor(d), lay.groups, row0=r0, n_out=n_out)
-                s = (c * a[r0:r1]).sum()
+                s = (c * a).sum()
                 gx, gy = torch.autograd.grad(s, (xl, yl))
+                c = c.detach()
             else:
                 # closed-form f' (no autograd graph through the inhibitor)
                 c, fprime = prior.inhibitor.value_and_derivative(d.detach())
                 with torch.no_grad():
-                    s = torch.dot(c.reshape(-1), a[r0:r1].reshape(-1))
-                    fprime.mul_(a[r0:r1])
+                    s = torch.dot(c.reshape(-1), a.reshape(-1))
+                    fprime.mul_(a)
                 gx, gy = torch.autograd.grad(d, (xl, yl), grad_outputs=fprime)
-            g_out[r0:r1] += gx
-            if g_in is None:
-                g_out += gy
-            else:
-                g_in += gy
-            coeff[r0:r1] = c.detach()
-            value += s.detach()
+            with torch.no_grad():
+                g_out[r0:r1] += gx
+                if g_in is None:
+                    g_out += gy
+                else:
+                    g_in += gy
+                value += s.detach()
+                if gv is not None:
+                    g = penalty_gradient(w_chunk, c, term.exponent, slice_norm=lay.slice_norm,
+                                         scale=alpha * scale).view(blocks, rows, *w.shape[1:])
+                    if accumulate:
+                        gv[:, r0:r1] += g
+                    else:
+                        gv[:, r0:r1] = g
     if scale != 1.0:
         value *= scale
         g_out *= scale
         if g_in is not None:
             g_in *= scale
-    return value, coeff, g_out, g_in
+    return value, g_out, g_in
 
 
 class _LivePenalty(torch.autograd.Function):
-    """A trained term: forward computes the value and the point gradients."""
+    """A trained term: forward computes the value and every gradient in one sweep.
+
+    Backward only scales the stored gradients, so it supports a single
+    backward pass (``retain_graph`` re-use raises).
+    """
 
     @staticmethod
     def forward(ctx, p_out, p_in, weight, term):
-        value, coeff, g_out, g_in = _live_pass(term, p_out, p_in, weight)
-        ctx.save_for_backward(weight, coeff, g_out, g_in if g_in is not None else g_out)
-        ctx.term = term
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if weight.requires_grad else None
+        value, g_out, g_in = _live_pass(term, p_out, p_in, weight, weight_grad=gw)
+        ctx.grads = (g_out, g_in, gw)
         ctx.shared = g_in is None
         return value
 
     @staticmethod
     def backward(ctx, grad_out):
-        from ..regularizers.priors import penalty_gradient
-
-        weight, coeff, g_out, g_in = ctx.saved_tensors
-        term = ctx.term
-        gw = None
-        if ctx.needs_input_grad[2]:
-            gw = penalty_gradient(weight, coeff, term.exponent, slice_norm=term.layout.slice_norm,
-                                  reduction=term.reduction).mul_(grad_out)
-        return grad_out * g_out, (None if ctx.shared else grad_out * g_in), gw, None
+        if ctx.grads is None:
+            raise RuntimeError("the trained-embedding penalty supports one backward pass per penalty() call")
+        g_out, g_in, gw = ctx.grads
+        ctx.grads = None
+        if gw is not None:
+            gw.mul_(grad_out)
+        return g_out.mul_(grad_out), (None if ctx.shared else g_in.mul_(grad_out)), gw, None
 
 
 class Term(nn.Module):
@@ -685,12 +705,18 @@ class PriorSet(nn.Module):
                         with torch.enable_grad():
                             p_out = term._emb_out.points
                             p_in = None if shared else term._emb_in.points
-                        v, base, g_out, g_in = _live_pass(term, p_out, p_in, w)
+                        if param.grad is None:
+                            param.grad = torch.zeros_like(param)
+                        v, g_out, g_in = _live_pass(term, p_out, p_in, w, weight_grad=param.grad,
+                                                    alpha=lam, accumulate=True)
                         points.append(p_out)
-                        point_grads.append(lam * g_out)
+                        point_grads.append(g_out.mul_(lam))
                         if not shared:
                             points.append(p_in)
-                            point_grads.append(lam * g_in)
+                            point_grads.append(g_in.mul_(lam))
+                        if v is not None:
+                            value = v if value is None else value + v
+                        continue
                     else:
                         base = term._base()
                         if self.check_finite:

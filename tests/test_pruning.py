@@ -207,3 +207,31 @@ def test_lottery_rewind_restores_initial_values():
     bad["rnn.weight_hh_l0"] = torch.zeros(3, 3)
     with pytest.raises(ValueError, match="shape"):
         pruning.lottery_reset(model, "rewind", initial_state=bad)
+
+
+def test_reinit_warns_for_modules_without_reset_parameters():
+    class Raw(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(4, 4))
+
+    torch.manual_seed(8)
+    model = nn.Sequential(Raw(), nn.Linear(4, 4))
+    gmp = pruning.GradualMagnitudePruning(model, 0.5, 1)
+    gmp.step()
+    kept = model[0].weight_orig.detach().clone()
+    with pytest.warns(UserWarning, match="without reset_parameters"):
+        pruning.lottery_reset(model, "reinit")
+    assert torch.equal(model[0].weight_orig, kept)
+    assert pruning.sparsity(model) == 0.5
+
+
+def test_pruning_state_dict_and_model_keys():
+    torch.manual_seed(9)
+    lin = nn.Linear(6, 6)
+    gmp = pruning.GradualMagnitudePruning(lin, 0.5, 3)
+    gmp.step(), gmp.step()
+    assert set(lin.state_dict()) == {"weight_orig", "weight_mask", "bias"}
+    other = pruning.GradualMagnitudePruning(lin, 0.5, 3)
+    other.load_state_dict(gmp.state_dict())
+    assert other.epoch == 2 and other.step() == 0.5

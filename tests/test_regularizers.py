@@ -537,3 +537,12 @@ def test_closed_form_derivatives_match_autograd(f):
     v2, g2 = f.value_and_derivative(d.detach())
     assert torch.allclose(v2, value.detach(), rtol=1e-12, atol=1e-12)
     assert torch.allclose(g2, grad, rtol=1e-10, atol=1e-12)
+
+
+def test_shuffled_prior_reproducible_with_generator():
+    model = nn.RNN(1, 6)
+    base = rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians())
+    a = rg.attach(model, rg.ShuffledPrior(base), generator=torch.Generator().manual_seed(3))
+    b = rg.attach(model, rg.ShuffledPrior(base), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.terms["weight_hh_l0"].coefficients(), b.terms["weight_hh_l0"].coefficients())
+    assert "ShuffledPrior" in repr(a)

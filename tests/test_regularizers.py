@@ -546,3 +546,33 @@ def test_shuffled_prior_reproducible_with_generator():
     b = rg.attach(model, rg.ShuffledPrior(base), generator=torch.Generator().manual_seed(3))
     assert torch.equal(a.terms["weight_hh_l0"].coefficients(), b.terms["weight_hh_l0"].coefficients())
     assert "ShuffledPrior" in repr(a)
+
+
+def test_diagonal_only_inhibitor_frees_self_connections():
+    model = nn.RNN(2, 5)
+    priors = rg.attach(model, rg.ModuliPrior(TORUS, rg.DiagonalOnly(value=1e4)))
+    c = priors.terms["weight_hh_l0"].coefficients()
+    assert torch.equal(c, 1e4 * (1 - torch.eye(5)))
+    expected = 1e4 * (model.weight_hh_l0.abs().sum() - model.weight_hh_l0.diagonal().abs().sum())
+    assert priors.penalty().item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_lstm_with_projection_embeds_projected_units_separately():
+    model = nn.LSTM(3, 6, proj_size=2)
+    priors = rg.attach(model, rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians()))
+    term = priors.terms["weight_hh_l0"]
+    assert term.points_out.shape == (6, 2) and term.points_in.shape == (2, 2)
+    assert term.coefficients().shape == model.weight_hh_l0.shape == (24, 2)
+
+
+def test_float32_penalty_matches_float64():
+    torch.manual_seed(13)
+    m64 = nn.GRU(2, 7).double()
+    m32 = nn.GRU(2, 7)
+    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    pts = TORUS.random_uniform(7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    prior = rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians())
+    p64 = rg.attach(m64, prior, points={"weight_hh_l0": pts}).penalty()
+    p32 = rg.attach(m32, prior, points={"weight_hh_l0": pts.float()}).penalty()
+    assert p32.dtype == torch.float32
+    assert p32.item() == pytest.approx(p64.item(), rel=1e-5)

@@ -477,6 +477,13 @@ class Term(nn.Module):
             return self.coeff
         return self._live_base()
 
+    def _live_base(self) -> Tensor:
+        """Coefficients recomputed from the (trained) embeddings, shape=[n_out, n_in // groups]."""
+        p_out = self._emb_out.points
+        p_in = None if self._emb_in is self._emb_out else self._emb_in.points
+        c = self.prior.coefficients(p_out, p_in, validate=False)
+        return _group_gather(c, self.layout.groups)
+
     def coefficients(self) -> Tensor:
         """``f(d(i(j), i(k)))`` with the weight's shape for matrices (gate
         blocks repeat the neurons' coefficients) and ``(out_channels,
@@ -793,15 +800,6 @@ class PriorSet(nn.Module):
     def extra_repr(self) -> str:
         return f"prior={self.prior!r}, targets={list(self.terms)}, frozen={self._frozen}"
 
-
-def _live_base(self: Term) -> Tensor:
-    p_out = self._emb_out.points
-    p_in = self._emb_in.points
-    c = self.prior.coefficients(p_out, None if self._emb_in is self._emb_out else p_in, validate=False)
-    return _group_gather(c, self.layout.groups)
-
-
-Term._live_base = _live_base
 
 
 def _group_sizes(layouts: list[TargetLayout]) -> dict[str, int]:

@@ -30,7 +30,7 @@ def dog(d, c=1.0, s1=0.5, s2=5**0.5):
     return c - c * (math.exp(-d * d / s2**2) - math.exp(-d * d / s1**2))
 
 
-def hand_penalty(weight, rows, cols, f=dog, exponent=1.0, blocks=1):
+def hand_penalty(weight, rows, cols, f=dog, exponent=1.0):
     """Eq. 6 by loops: sum_jk f(d(i(j), i(k))) |w_jk|^l, rows repeated over gate blocks."""
     w = weight.detach().double().tolist()
     n_out = len(rows)
@@ -184,7 +184,7 @@ def test_gate_blocks_share_the_hidden_embedding(cls, blocks):
         pts = term.points_out.tolist()
         w = getattr(model, name)
         assert term.coefficients().shape == w.shape == (blocks * 4, 4)
-        total += hand_penalty(w, pts, pts, exponent=2.0, blocks=blocks)
+        total += hand_penalty(w, pts, pts, exponent=2.0)
     assert priors.penalty().item() == pytest.approx(total, rel=1e-12)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn

@@ -630,7 +630,7 @@ class PriorSet(nn.Module):
         """Move buffers/embeddings to the model's device and dtype if it moved."""
         if not self.terms:
             return
-        w = next(iter(self.terms.values())).weight()
+        w = next(iter(self.terms.values())).parameter()  # the stored leaf: no computation
         for t in self.term.values():
             if t.coeff.numel() and (t.coeff.device != w.device or t.coeff.dtype != w.dtype):
                 self.to(device=w.device, dtype=w.dtype)

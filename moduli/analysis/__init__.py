@@ -6,13 +6,21 @@ graph of surviving weights; the ``plot_*`` functions draw headless matplotlib
 figures. See ``docs/analysis.md``.
 """
 
+from .activity import ActivityTopology, activity_topology, collect_hidden_states, hidden_state_topology
 from .graphs import GraphStats, connectivity, effective_weight
 from .persistence import (
     EXACT_LIMIT, ManifoldFit, PersistenceResult, bottleneck_distance, maxmin_landmarks,
     pairwise_distances, persistence, rank_manifolds,
 )
+from .plots import (
+    chart, plot_barcode, plot_degree_histogram, plot_diagram, plot_edge_length_histogram,
+    plot_inhibitor_field, plot_weight_heatmap,
+)
 
 __all__ = [
+    "chart", "plot_barcode", "plot_degree_histogram", "plot_diagram", "plot_edge_length_histogram",
+    "plot_inhibitor_field", "plot_weight_heatmap",
+    "ActivityTopology", "activity_topology", "collect_hidden_states", "hidden_state_topology",
     "GraphStats", "connectivity", "effective_weight",
     "EXACT_LIMIT", "ManifoldFit", "PersistenceResult", "bottleneck_distance", "maxmin_landmarks",
     "pairwise_distances", "persistence", "rank_manifolds",

@@ -8,7 +8,7 @@ figures. See ``docs/analysis.md``.
 
 from .activity import ActivityTopology, activity_topology, collect_hidden_states, hidden_state_topology
 from .graphs import GraphStats, connectivity, effective_weight
-from .persistence import (
+from .homology import (
     EXACT_LIMIT, ManifoldFit, PersistenceResult, bottleneck_distance, maxmin_landmarks,
     pairwise_distances, persistence, rank_manifolds,
 )

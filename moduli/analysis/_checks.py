@@ -75,5 +75,5 @@ def check_prime(value: Any, name: str = "coeff") -> int:
     """Return ``value`` if it is a prime int (the characteristic of a finite field)."""
     p = check_int(value, name, minimum=2)
     if any(p % q == 0 for q in range(2, int(math.isqrt(p)) + 1)):
-        raise ValueError(f"{name} must be a prime (homology over the field Z/{name}); got {p}")
+        raise ValueError(f"{name} must be a prime p (homology over the field Z/p); got {p}")
     return p

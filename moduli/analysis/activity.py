@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._checks import check_int, check_nonnegative, to_numpy
-from .persistence import PersistenceResult, persistence
+from .homology import PersistenceResult, persistence
 
 __all__ = ["ActivityTopology", "activity_topology", "hidden_state_topology", "collect_hidden_states"]
 

@@ -15,7 +15,7 @@ import torch
 
 from ._checks import check_int, to_numpy
 from .graphs import GraphStats, effective_weight
-from .persistence import PersistenceResult, _as_diagram
+from .homology import PersistenceResult, _as_diagram
 
 __all__ = [
     "plot_diagram", "plot_barcode", "plot_weight_heatmap", "plot_inhibitor_field",

@@ -209,6 +209,7 @@ def plot_weight_heatmap(weight: Any, points: Any, manifold=None, *, neuron: int 
     direction : {"in", "out"}
         ``"in"``: row ``W[neuron, :]`` (weights onto the neuron);
         ``"out"``: column ``W[:, neuron]`` (weights from it).
+        Exact zeros (pruned weights) are drawn as small dots.
 
     Returns
     -------
@@ -233,11 +234,14 @@ def plot_weight_heatmap(weight: Any, points: Any, manifold=None, *, neuron: int 
         raise ValueError("weight contains NaN or infinite entries in the drawn row/column")
     coords, labels, square = chart(manifold, x)
     lim = float(np.abs(values).max()) or 1.0
+    pruned = values == 0
     fig = _figure((5.2, 4.4))
+    default = f"weights {'onto' if direction == 'in' else 'from'} neuron {neuron}"
+    if pruned.any():
+        default += f" ({int(pruned.sum())} of {n} zero: small dots)"
     ax, sc = _scatter(fig, 111, coords, values, labels, square, cmap="RdBu_r",
                       norm=TwoSlopeNorm(0.0, -lim, lim), center_idx=neuron,
-                      title=title or f"weights {'onto' if direction == 'in' else 'from'} neuron {neuron}",
-                      size=28)
+                      title=title or default, size=np.where(pruned, 6.0, 30.0))
     fig.colorbar(sc, ax=ax, shrink=0.8, label="weight")
     return _save(fig, path)
 

@@ -145,6 +145,18 @@ def test_rank_manifolds_finds_the_circle_and_the_torus():
     assert set(fits[0].per_dim) == {1}
 
 
+def test_rank_manifolds_needs_z3_to_tell_klein_from_torus():
+    # Over Z/2 the flat torus and Klein bottle both have betti (1, 2, 1) and similar bars;
+    # over Z/3 the Klein bottle loses a loop, so the ranking separates them.
+    cands = {"torus": mf.FlatTorus(2, 10.0), "klein": mf.KleinBottle(10.0)}
+    K = mf.KleinBottle(3.0)
+    x = K.random_uniform(200, generator=gen(8), dtype=torch.float64)
+    s2 = {f.name: f.score for f in an.rank_manifolds(x, cands, manifold=K, coeff=2, n_points=150, n_reference=1)}
+    s3 = {f.name: f.score for f in an.rank_manifolds(x, cands, manifold=K, coeff=3, n_points=150, n_reference=1)}
+    assert abs(s2["torus"] - s2["klein"]) < 0.1
+    assert s3["torus"] - s3["klein"] > 0.1
+
+
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [

@@ -454,3 +454,34 @@ def test_pictures_reject_bad_input():
         an.plot_inhibitor_field({"bad": 3.0}, C, n=10)
     with pytest.raises(TypeError, match="GraphStats"):
         an.plot_degree_histogram({"degrees": [1, 2]})
+
+
+# ---------------------------------------------------------------- commands
+def test_cli_topology_and_graph(tmp_path, capsys):
+    import json
+
+    import moduli.analysis.cli  # noqa: F401  (registers the subcommands)
+    from moduli.cli import main
+
+    C = mf.Circle(5.0)
+    x = C.random_uniform(60, generator=gen(1), dtype=torch.float64)
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "topo"
+    assert main(["topology", str(tmp_path / "x.npy"), "--manifold", "circle", "--scale", "5",
+                 "--min-persistence", "2.0", "--out", str(out)]) == 0
+    summary = json.loads((out / "persistence.json").read_text())
+    assert summary["betti"] == [{"min_persistence": 2.0, "betti": [1, 1]}]
+    assert _is_png(out / "diagram.png") and _is_png(out / "barcode.png")
+    with pytest.raises(SystemExit, match="not an empty directory"):
+        main(["topology", str(tmp_path / "x.npy"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="prime"):
+        main(["topology", str(tmp_path / "x.npy"), "--coeff", "4", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+
+    np.savetxt(tmp_path / "ring.csv", ring_lattice(20, 4), delimiter=",")
+    gout = tmp_path / "graph"
+    assert main(["graph", str(tmp_path / "ring.csv"), "--out", str(gout)]) == 0
+    g = json.loads((gout / "graph.json").read_text())
+    assert g["clustering"] == pytest.approx(0.5) and g["n_edges"] == 40
+    assert _is_png(gout / "degrees.png") and not (gout / "edge_lengths.png").exists()
+    assert "clustering" in capsys.readouterr().out

@@ -81,8 +81,8 @@ class GraphStats:
         (well under 1: geometrically local connectivity; about 1: random).
     weight_distance_correlation : float or None
         Spearman correlation of ``|W[j, k]|`` with ``d(j, k)`` over all
-        candidate pairs (kept and pruned; a random sample of ``2**20`` pairs
-        above that).
+        candidate pairs (kept and pruned; ``2**20`` uniformly drawn pairs,
+        with replacement, above that many).
     edge_lengths : ndarray or None, shape=[n_edges]
     n_self_loops : int
         Non-zero diagonal entries ignored.
@@ -423,20 +423,27 @@ def connectivity(
     )
     if points is not None:
         D = _distances(points, manifold, n_out, n_in)
-        cand = np.ones_like(keep) if bipartite else ~np.eye(n, dtype=bool)
         if directed or bipartite:
             kept_d = D[keep]
         else:
-            sym = keep | keep.T
-            kept_d = D[np.triu(sym, 1)]
-        all_mean = float(D[cand].mean()) if cand.any() else math.nan
+            kept_d = D[np.triu(keep | keep.T, 1)]
+        # candidate pairs: all (j, k) for a rectangular weight, j != k for a square one
+        n_cand = n_out * n_in - (0 if bipartite else n_out)
+        total = float(D.sum()) - (0.0 if bipartite else float(np.trace(D)))
+        all_mean = total / n_cand if n_cand > 0 else math.nan
         stats.edge_lengths = kept_d
         stats.mean_edge_length = float(kept_d.mean()) if kept_d.size else math.nan
         stats.edge_length_ratio = stats.mean_edge_length / all_mean if all_mean > 0 else math.nan
-        a, d = np.abs(W[cand]), D[cand]
-        if a.size > 2**20:
-            pick = rng.choice(a.size, size=2**20, replace=False)
-            a, d = a[pick], d[pick]
-            notes.append("weight-distance correlation from a random sample of 2**20 pairs")
+        if n_cand > 2**20:  # sample pairs by index: no copies of the n x n matrices
+            j = rng.integers(0, n_out, size=2**20)
+            k = rng.integers(0, n_in, size=2**20)
+            if not bipartite:
+                off = j != k
+                j, k = j[off], k[off]
+            notes.append(f"weight-distance correlation from {len(j)} random pairs")
+            a, d = np.abs(W[j, k]), D[j, k]
+        else:
+            cand = np.ones_like(keep) if bipartite else ~np.eye(n, dtype=bool)
+            a, d = np.abs(W[cand]), D[cand]
         stats.weight_distance_correlation = _spearman(a, d)
     return stats

@@ -387,9 +387,9 @@ def test_connectivity_rejects_bad_input():
 
 
 def test_docstring_examples_run():
-    from moduli.analysis import graphs, homology
+    from moduli.analysis import activity, graphs, homology, plots
 
-    for mod in (homology, graphs):
+    for mod in (homology, graphs, activity, plots):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert res.failed == 0 and res.attempted > 0
 

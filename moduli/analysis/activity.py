@@ -133,6 +133,15 @@ def activity_topology(
     Returns
     -------
     ActivityTopology
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from moduli import analysis
+    >>> t = torch.rand(500, generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+    >>> ring = torch.stack([t.cos(), t.sin(), (2 * t).cos()], 1)   # a closed curve in R^3
+    >>> analysis.activity_topology(ring, n_points=120, n_shuffles=3).significant
+    [1, 1]
     """
     from tqdm.auto import tqdm
 

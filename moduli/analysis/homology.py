@@ -375,6 +375,12 @@ def bottleneck_distance(a: Any, b: Any, *, dim: Optional[int] = None) -> float:
     -------
     float
         ``inf`` when the diagrams have different numbers of infinite bars.
+
+    Examples
+    --------
+    >>> from moduli import analysis
+    >>> analysis.bottleneck_distance([[0.0, 4.0], [1.0, 1.2]], [[0.0, 4.5]])
+    0.5
     """
     import gudhi
 

@@ -66,6 +66,14 @@ def plot_diagram(diagrams: Any, *, path=None, title: Optional[str] = None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moduli import analysis
+    >>> fig = analysis.plot_diagram([np.array([[0.0, 1.0], [0.0, np.inf]]), np.array([[0.5, 2.0]])])
+    >>> type(fig).__name__, len(fig.axes)
+    ('Figure', 1)
     """
     dgms = _diagrams(diagrams)
     fig = _figure((4.6, 4.4))

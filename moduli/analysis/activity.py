@@ -193,7 +193,8 @@ def collect_hidden_states(model: Any, inputs: Any) -> torch.Tensor:
         callable must return a Tensor of shape (..., n_neurons) or a tuple whose
         first element is one.
     inputs : Tensor
-        Passed to ``model`` unchanged.
+        Passed to ``model`` unchanged. The module's train/eval mode is left as
+        it is: call ``model.eval()`` first to switch dropout off.
 
     Returns
     -------

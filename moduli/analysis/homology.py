@@ -315,6 +315,18 @@ def persistence(
     seed = check_int(seed, "seed", 0)
     if not isinstance(distance_matrix, bool):
         raise TypeError(f"distance_matrix must be a bool; got {type(distance_matrix).__name__}")
+    if isinstance(sparse, str):
+        if sparse != "auto":
+            raise ValueError(f"sparse must be 'auto', None or a float in (0, 1); got {sparse!r}")
+        eps = None
+    elif sparse is None:
+        eps = None
+    else:
+        eps = check_nonnegative(sparse, "sparse", positive=True)
+        if eps >= 1:
+            raise ValueError(f"sparse must be in (0, 1); got {eps}")
+    if n_landmarks is not None:
+        check_int(n_landmarks, "n_landmarks", 1)
     D = pairwise_distances(X, manifold=manifold, distance_matrix=distance_matrix)
     n = D.shape[0]
     landmarks, cover = None, 0.0
@@ -324,16 +336,8 @@ def persistence(
             landmarks, cover = maxmin_landmarks(D, k)
             D = np.ascontiguousarray(D[np.ix_(landmarks, landmarks)])
     m = D.shape[0]
-    if isinstance(sparse, str):
-        if sparse != "auto":
-            raise ValueError(f"sparse must be 'auto', None or a float in (0, 1); got {sparse!r}")
+    if isinstance(sparse, str):  # "auto", validated above
         eps = None if m <= _exact_limit(maxdim) else _AUTO_SPARSE
-    elif sparse is None:
-        eps = None
-    else:
-        eps = check_nonnegative(sparse, "sparse", positive=True)
-        if eps >= 1:
-            raise ValueError(f"sparse must be in (0, 1); got {eps}")
     if eps is None:
         dgms = _rips_exact(D, maxdim, coeff, thresh)
     else:

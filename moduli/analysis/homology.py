@@ -44,8 +44,8 @@ __all__ = [
 ]
 
 #: Largest point count computed exactly under ``sparse="auto"``, by ``maxdim``
-#: (``benchmarks/bench_analysis.py`` on a loaded 2-core machine: 1000 points to H1 in 19 s,
-#: 400 points to H2 in 7 s; sparse Rips is 10-20x faster at these sizes).
+#: (``benchmarks/bench_analysis.py`` on a loaded 2-core machine: 1000 points to H1 in 19-20 s,
+#: 400 points to H2 in 7-13 s; sparse Rips is 3-23x faster at these sizes).
 EXACT_LIMIT = {0: 20000, 1: 1000, 2: 400}
 _EXACT_LIMIT_HIGH = 120  # maxdim >= 3
 _AUTO_SPARSE = 0.5

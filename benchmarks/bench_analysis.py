@@ -4,7 +4,7 @@ Usage::
 
     PYTHONPATH=$PWD python benchmarks/bench_analysis.py                # full table
     PYTHONPATH=$PWD python benchmarks/bench_analysis.py --quick        # smaller sizes
-    PYTHONPATH=$PWD python benchmarks/bench_analysis.py --out FILE.csv # also write a CSV
+    PYTHONPATH=$PWD python benchmarks/bench_analysis.py --out FILE.csv # also write a CSV (--force to overwrite)
 
 Persistence: uniform points on the flat torus R^2 / 10 Z^2 (geodesic distances),
 coefficients Z/2. Every row prints the two longest H1 bars and the Betti numbers
@@ -97,7 +97,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="sizes 400/1024 only")
     p.add_argument("--out", default=None, help="also write the table as CSV here")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = p.parse_args(argv)
+    if args.out and os.path.exists(args.out) and not args.force:
+        raise SystemExit(f"{args.out} exists; choose another --out or pass --force")
     torch.set_num_threads(args.threads)
     from tqdm.auto import tqdm
 

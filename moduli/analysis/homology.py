@@ -8,9 +8,9 @@ given, or from a precomputed matrix.
 Three ways to compute, chosen by two orthogonal knobs:
 
 ``sparse=None``
-    Exact Rips persistence with gudhi's Ripser-based engine after edge
-    collapse (``gudhi.sklearn.RipsPersistence``); collapses preserve the
-    diagrams exactly.
+    Exact Rips persistence with gudhi's Ripser-based engine
+    (``gudhi.sklearn.RipsPersistence``; for ``maxdim >= 2`` it first applies
+    one round of edge collapse, which preserves the diagrams exactly).
 ``sparse=eps``
     gudhi's sparse Rips complex (Sheehy's construction as implemented in
     gudhi): far fewer simplices; its diagram is a multiplicative

@@ -486,3 +486,15 @@ def test_cli_topology_and_graph(tmp_path, capsys):
     assert g["clustering"] == pytest.approx(0.5) and g["n_edges"] == 40
     assert _is_png(gout / "degrees.png") and not (gout / "edge_lengths.png").exists()
     assert "clustering" in capsys.readouterr().out
+
+
+def test_recurrent_modules_give_their_hidden_weight_and_states():
+    rnn = torch.nn.RNN(3, 7, batch_first=True)
+    s = an.connectivity(rnn, directed=True)
+    w = rnn.weight_hh_l0.detach()
+    assert s.n_nodes == 7 and s.n_edges == int((w != 0).sum() - (w.diagonal() != 0).sum())
+    lstm = torch.nn.LSTM(3, 5)  # returns (output, (h, c)); time-major
+    states = an.collect_hidden_states(lstm, torch.zeros(11, 2, 3))
+    assert states.shape == (22, 5) and not states.requires_grad
+    with pytest.raises(ValueError, match="weight"):
+        an.connectivity(torch.nn.ReLU())

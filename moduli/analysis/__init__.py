@@ -1,1 +1,27 @@
-"""Persistent homology, connectivity-graph statistics and pictures (filled by the analysis issue)."""
+"""Persistent homology, connectivity-graph statistics and pictures.
+
+``persistence`` (gudhi) computes Rips diagrams of neuron embeddings or hidden
+activity on any moduli space; ``connectivity`` (networkx/scipy) summarises the
+graph of surviving weights; the ``plot_*`` functions draw headless matplotlib
+figures. See ``docs/analysis.md``.
+"""
+
+from .activity import ActivityTopology, activity_topology, collect_hidden_states, hidden_state_topology
+from .graphs import GraphStats, connectivity, effective_weight
+from .homology import (
+    EXACT_LIMIT, ManifoldFit, PersistenceResult, bottleneck_distance, maxmin_landmarks,
+    pairwise_distances, persistence, rank_manifolds,
+)
+from .plots import (
+    chart, plot_barcode, plot_degree_histogram, plot_diagram, plot_edge_length_histogram,
+    plot_inhibitor_field, plot_weight_heatmap,
+)
+
+__all__ = [
+    "chart", "plot_barcode", "plot_degree_histogram", "plot_diagram", "plot_edge_length_histogram",
+    "plot_inhibitor_field", "plot_weight_heatmap",
+    "ActivityTopology", "activity_topology", "collect_hidden_states", "hidden_state_topology",
+    "GraphStats", "connectivity", "effective_weight",
+    "EXACT_LIMIT", "ManifoldFit", "PersistenceResult", "bottleneck_distance", "maxmin_landmarks",
+    "pairwise_distances", "persistence", "rank_manifolds",
+]

@@ -67,8 +67,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules whose import registers more subcommands.
+_COMMAND_MODULES = ("moduli.analysis.cli",)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     from . import __version__
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name)
 
     parser = argparse.ArgumentParser(prog="moduli", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"moduli {__version__}")

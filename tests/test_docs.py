@@ -1,4 +1,4 @@
-"""Docstring examples and the code blocks of README.md / docs/*.md run."""
+"""Docstring examples and the ```python blocks of README.md and docs/*.md run."""
 
 from __future__ import annotations
 
@@ -27,14 +27,18 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
-def _blocks():
+def _documents():
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        text = path.read_text()
-        for i, match in enumerate(re.finditer(r"```python\n(.*?)```", text, re.S)):
-            yield pytest.param(match.group(1), id=f"{path.name}-{i}")
+        blocks = re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+        if blocks:
+            yield pytest.param(path, blocks, id=path.name)
 
 
-@pytest.mark.parametrize("code", list(_blocks()))
-def test_markdown_python_blocks_run(code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path, blocks", list(_documents()))
+def test_markdown_python_blocks_run(path, blocks, tmp_path, monkeypatch):
+    """Every ```python block runs, in order, in one namespace per document (a
+    page reads like a notebook). Signatures and sketches are fenced ```py."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "<markdown>", "exec"), {"__name__": "__markdown__"})
+    namespace = {"__name__": "__markdown__"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)

@@ -175,6 +175,17 @@ def test_dist_is_diagonal_of_cdist(case, dtype):
     check()
 
 
+def test_cdist_of_one_set_is_exactly_symmetric(case):
+    """Tools such as gudhi misbehave on distance matrices that are symmetric
+    only up to rounding, so cdist(x) must be symmetric bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    for dtype in DTYPES:
+        x = case.space.random_uniform(300, generator=g, dtype=dtype)
+        D = case.space.cdist(x)
+        assert torch.equal(D, D.T)
+        assert torch.equal(torch.diagonal(D), torch.zeros(300, dtype=dtype))
+
+
 def test_cdist_large_blocked_matches_autograd_path(case):
     """The row-blocked / fast no-grad paths agree with the differentiable path."""
     M = case.space

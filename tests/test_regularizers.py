@@ -474,7 +474,9 @@ def test_recurrent_coefficients_symmetric_nonnegative(n, seed, c):
 
 
 # ---------------------------------------------------------------- docs
-def test_docs_examples_run_and_readme_example_matches_script():
+def test_readme_example_in_docs_matches_script():
+    """docs/regularizers.md shows docs/examples/torus_rnn.py verbatim (the
+    blocks themselves run in tests/test_docs.py)."""
     import pathlib
     import re
 
@@ -484,14 +486,6 @@ def test_docs_examples_run_and_readme_example_matches_script():
     readme = [b for b in blocks if b.startswith("# README example")]
     assert len(readme) == 1
     assert readme[0] == (root / "docs" / "examples" / "torus_rnn.py").read_text()
-    ran = 0
-    for block in blocks:
-        if block.startswith("# README example") or block.startswith("rg.ModuliPrior(manifold") \
-                or block.startswith("pruning.GradualMagnitudePruning(model_or_params"):
-            continue  # the README example takes ~10 s; signatures are not code
-        exec(compile(block, "docs/regularizers.md", "exec"), {})
-        ran += 1
-    assert ran >= 5
 
 
 @pytest.mark.parametrize("kind", ["grouped_conv", "linear_mean", "lstm_exponent2"])

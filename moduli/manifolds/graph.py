@@ -61,7 +61,8 @@ class GraphSpace(Manifold):
         D = shortest_path(adj, method="D", directed=False)
         if not np.isfinite(D).all():
             raise ValueError("graph must be connected (some nodes are at infinite distance)")
-        self._D = D
+        # Dijkstra sums a path's lengths in a direction-dependent order
+        self._D = np.minimum(D, D.T)
         self.diameter = float(D.max())
         self._cache: dict = {}
 

@@ -25,7 +25,7 @@ class KleinBottle(Manifold):
     ``(x + 2js, y + ks)`` or ``(x + (2j+1)s, ks - y)``. Minimising over ``j`` and
     ``k`` coordinate by coordinate gives the closed form
 
-    ``d^2 = min(w_2s(dx)^2 + w_s(dy)^2,  w_2s(dx - s)^2 + w_s(y1 + y2)^2)``
+    ``d^2 = min(w_2s(dx)^2 + w_s(dy)^2,  (s - w_2s(dx))^2 + w_s(y1 + y2)^2)``
 
     with ``w_p(t)`` the distance from ``t`` to ``pZ``. It holds for any real
     coordinates, costs a few elementwise operations per pair, and never forms
@@ -51,10 +51,11 @@ class KleinBottle(Manifold):
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         s = self.side
-        dx = x[..., 0] - y[..., 0]
-        a = wrap(dx, 2 * s)
+        a = wrap(x[..., 0] - y[..., 0], 2 * s)
         b = wrap(x[..., 1] - y[..., 1], s)
-        c = wrap(dx - s, 2 * s)
+        # the distance to the nearest odd multiple of s is s minus the distance
+        # to the nearest even one; written so, d(x, y) == d(y, x) bit for bit
+        c = s - a
         e = wrap(x[..., 1] + y[..., 1], s)
         return safe_sqrt(torch.minimum(a * a + b * b, c * c + e * e))
 

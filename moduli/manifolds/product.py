@@ -55,8 +55,9 @@ class Product(Manifold):
 
     def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
         total = None
+        same = x is y  # let factors know, so their matrices come out symmetric
         for space, xs, ys in zip(self.spaces, self.split(x), self.split(y)):
-            d = space._cdist(xs, ys)
+            d = space._cdist(xs, xs if same else ys)
             total = d * d if total is None else total + d * d
         return safe_sqrt(total)
 

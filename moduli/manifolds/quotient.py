@@ -179,7 +179,9 @@ class QuotientSpace(Manifold):
         """Two passes: the closest image per pair without autograd (row blocks
         over one stacked tensor of images), then, if a gradient is needed, the
         distance to that image coordinate by coordinate."""
-        x, y = self.canonical(x), self.canonical(y)
+        same = x is y
+        x = self.canonical(x)
+        y = x if same else self.canonical(y)
         imgs = self.images(y)  # (J, m, k)
         J, m = imgs.shape[0], imgs.shape[1]
         n = x.shape[0]
@@ -195,6 +197,8 @@ class QuotientSpace(Manifold):
                     sq = diff * diff if sq is None else sq.add_(diff * diff)
                 torch.min(sq, dim=0, out=(best_sq[s:s + rows], best_j[s:s + rows]))
         if not _needs_grad(x, y):
+            if same:  # the two orders of a pair may pick different images
+                best_sq = torch.minimum(best_sq, best_sq.T)
             return safe_sqrt(best_sq)
         total = None
         for c in range(self.coord_dim):

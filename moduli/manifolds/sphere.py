@@ -89,6 +89,8 @@ class Sphere(Manifold):
             if near.numel():
                 i, j = near[:, 0] + s, near[:, 1]
                 out[i, j] = self._dist(x[i], y[j])
+        if x is y:  # blocked matrix products are symmetric only up to rounding
+            out = torch.minimum(out, out.T)
         return out
 
     def _check(self, x: Tensor, name: str) -> None:

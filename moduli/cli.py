@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         importlib.import_module(name)
 
-    parser = argparse.ArgumentParser(prog="moduli", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="moduli", description="Geometry and topology as sparsity priors for neural networks.")
     parser.add_argument("--version", action="version", version=f"moduli {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help, add_arguments, _) in COMMANDS.items():
@@ -93,4 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's copy of this module, where subcommands register
+    from moduli.cli import main as _main
+
+    sys.exit(_main())

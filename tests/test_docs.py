@@ -9,6 +9,7 @@ import pkgutil
 import re
 
 import pytest
+import torch
 
 import moduli
 
@@ -40,5 +41,10 @@ def test_markdown_python_blocks_run(path, blocks, tmp_path, monkeypatch):
     page reads like a notebook). Signatures and sketches are fenced ```py."""
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__markdown__"}
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    try:
+        for i, code in enumerate(blocks):
+            exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
+    finally:  # examples may pin threads or seed; keep the rest of the suite unaffected
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)

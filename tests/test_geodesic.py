@@ -17,6 +17,15 @@ from moduli.geodesic import FunctionalMetric, trust_region_step
 DT = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny graphs: intra-op threads only add synchronisation (and thrash a shared machine)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_net(seed=0, dtype=DT):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
@@ -223,19 +232,21 @@ def test_sparsify_bookkeeping_matches_explicit_metric():
 
 def test_geodesic_preserves_function_better_than_one_shot_projection():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
-    x = torch.randn(200, 8, generator=torch.Generator().manual_seed(1))
-    y0 = net(x).detach()
-    path = geodesic.sparsify(net, x, 0.7, steps=300, eps=0.01, beta=1.0, progress=False)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(100, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y0 = net(x)
+    path = geodesic.sparsify(net, x, 0.7, steps=120, eps=0.1, beta=0.05, lanczos_iters=10, progress=False)
     assert path.reached
     masks = geodesic.magnitude_masks({"0": net[0].weight, "2": net[2].weight}, 0.7)
-    one = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
+    one = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
     one.load_state_dict(net.state_dict())
     with torch.no_grad():
         one[0].weight.mul_(masks["0"])
         one[2].weight.mul_(masks["2"])
-    err_geo = float(((path.model(x) - y0) ** 2).sum(1).mean())
-    err_one = float(((one(x) - y0) ** 2).sum(1).mean())
+        err_geo = float(((path.model(x) - y0) ** 2).sum(1).mean())
+        err_one = float(((one(x) - y0) ** 2).sum(1).mean())
+    # measured: 0.050 vs 0.130
     assert err_geo < 0.5 * err_one
 
 
@@ -344,6 +355,7 @@ def test_line_length_of_linear_model_is_exact():
         ({"steps": -3}, ValueError, "steps"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"evaluate": 3}, TypeError, "evaluate"),
+        ({"restore": -1.0}, ValueError, "restore"),
     ],
 )
 def test_sparsify_bad_arguments(kwargs, exc, match):

@@ -42,7 +42,10 @@ class GeodesicPath:
         ``|J_t θ_t| / sqrt(B)`` for the output metric), ``path_length``
         (cumulative sum of ``step_length``), ``energy`` (cumulative sum of
         ``θ_tᵀ g_t θ_t``), ``euclidean_length`` (cumulative ``|θ_t|``),
-        ``lam`` (multiplier of the trust-region constraint), ``products``
+        ``lam`` (multiplier of the trust-region constraint), ``drift`` (mean
+        squared output difference ``|f(w) − f(w_0)|² / B`` to the starting
+        network on the step's batch, measured where the step began),
+        ``products``
         (cumulative products with ``g``), ``time`` (seconds since the start)
         and, on evaluated rows, every key returned by ``evaluate``.
     names : list of str
@@ -267,10 +270,13 @@ def _walk(
     seed: int,
     progress: bool,
     desc: str,
+    restore: float = 0.0,
 ) -> "_WalkState":
     _check_positive("eps", eps)
     _check_positive("beta", beta)
     _check_positive("tol", tol)
+    if isinstance(restore, bool) or not isinstance(restore, (int, float)) or not (0.0 <= restore < math.inf):
+        raise ValueError(f"restore must be a finite float >= 0, got {restore!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     _check_int("steps", steps, 0)
@@ -284,6 +290,7 @@ def _walk(
 
     work = copy.deepcopy(model).eval()  # BatchNorm uses running stats, dropout is off
     names, shapes, w = _walk_params(work)
+    w0 = {n: t.view(sh).clone() for n, t, sh in zip(names, w.split([math.prod(sh) for sh in shapes]), shapes)}
     buffers = dict(work.named_buffers())
     path = GeodesicPath(model=work, names=names)
 
@@ -316,6 +323,13 @@ def _walk(
         v = target - w
         x = batches.next()
         g = FunctionalMetric(work, names, shapes, buffers, x, w, metric)
+        with torch.no_grad():
+            resid = torch.func.functional_call(work, (w0, buffers), (x,)).reshape(g.batch, -1) - g.out.detach()
+        drift = float((resid * resid).sum()) / g.batch
+        if restore > 0:
+            # Gauss-Newton pull back towards the starting network's outputs:
+            # with beta -> 0 the step is restore * g^{-1} Jᵀ H (f(w_0) - f(w)) / B
+            v = v + (2.0 * restore / beta) * g.vjp(g._hess(resid)) / g.batch
         radius = min(math.sqrt(eps), dist)
         theta, info = trust_region_step(g.matvec, v, eps=eps, beta=beta, max_iter=lanczos_iters, radius=radius)
         w = w + theta
@@ -329,7 +343,7 @@ def _walk(
         totals["euclidean_length"] += float(theta.norm())
         totals["products"] += g.products
         record({"step": step, "kind": "step", "distance": dist, "step_norm": float(theta.norm()),
-                "step_length": math.sqrt(quad), "lam": info.lam, **totals,
+                "step_length": math.sqrt(quad), "lam": info.lam, "drift": drift, **totals,
                 "time": time.perf_counter() - t0})
         if bar is not None:
             bar.update(1)
@@ -353,6 +367,7 @@ def sparsify(
     eps: float = 0.01,
     beta: float = 1.0,
     metric: str = "output",
+    restore: float = 0.0,
     structured: str | None = None,
     targets=None,
     evaluate: Callable[[nn.Module], dict] | None = None,
@@ -404,6 +419,14 @@ def sparsify(
         (Euclidean) and faster, smaller ones follow the metric's null space.
     metric : {"output", "fisher"}, optional
         ``g = JᵀJ / B`` or ``g = Jᵀ H J / B`` with ``H = diag(p) − ppᵀ``.
+    restore : float, optional
+        Extension beyond Eq. 7 (0, the default, is the paper's step).  With
+        ``restore > 0`` the linear term becomes
+        ``β v + 2 · restore · Jᵀ H (f(w_0) − f(w)) / B``: a Gauss-Newton pull
+        back towards the outputs of the starting network, which undoes the
+        functional drift that the purely local metric lets accumulate.  For
+        ``β → 0`` the step is ``restore`` times the Gauss-Newton step that
+        restores the original outputs on the batch.
     structured : {None, "units", "neurons", "filters"}, optional
         ``None``: global magnitude projection over element weights.
         Otherwise whole output units (Linear rows, Conv output filters, and
@@ -493,7 +516,7 @@ def sparsify(
     st = _walk(
         model, data, project, steps=steps, eps=eps, beta=beta, metric=metric, evaluate=evaluate,
         eval_every=eval_every, batch_size=batch_size, lanczos_iters=lanczos_iters, tol=tol,
-        keep_every=keep_every, seed=seed, progress=progress, desc=f"geodesic sparsify {p:.0%}",
+        keep_every=keep_every, seed=seed, progress=progress, desc=f"geodesic sparsify {p:.0%}", restore=restore,
     )
     # exact projection; its straight segment is charged with the metric at w
     work, path, totals = st.work, st.path, st.totals
@@ -529,6 +552,7 @@ def transfer(
     eps: float = 0.01,
     beta: float = 1.0,
     metric: str = "output",
+    restore: float = 0.0,
     evaluate: Callable[[nn.Module], dict] | None = None,
     eval_every: int = 10,
     batch_size: int | None = None,
@@ -554,8 +578,8 @@ def transfer(
         Same architecture (identical trainable parameter names and shapes).
     data_a : Tensor or (Tensor, Tensor) or DataLoader
         Task-A inputs defining the metric.
-    steps, eps, beta, metric, evaluate, eval_every, batch_size, lanczos_iters, tol, seed, progress
-        As in :func:`sparsify`.
+    steps, eps, beta, metric, restore, evaluate, eval_every, batch_size, lanczos_iters, tol, seed, progress
+        As in :func:`sparsify` (``restore`` pulls towards network A's outputs).
     keep_every : int, optional
         Keep weights every that many steps (default 10) so that intermediate
         networks can be rebuilt with ``path.model_at(i)``.
@@ -590,7 +614,7 @@ def transfer(
     st = _walk(
         model_a, data_a, lambda w: w_b, steps=steps, eps=eps, beta=beta, metric=metric, evaluate=evaluate,
         eval_every=eval_every, batch_size=batch_size, lanczos_iters=lanczos_iters, tol=tol,
-        keep_every=keep_every, seed=seed, progress=progress, desc="geodesic transfer",
+        keep_every=keep_every, seed=seed, progress=progress, desc="geodesic transfer", restore=restore,
     )
     work, path = st.work, st.path
     last = path.history[-1]

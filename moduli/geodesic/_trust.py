@@ -17,7 +17,7 @@ orthonormal basis ``Q`` of the Krylov space ``span{v, g v, ..., g^{k-1} v}``
 (with full re-orthogonalisation, ``k`` vectors of memory) and the tridiagonal
 ``T = Q^T g Q``; the small problem ``min y^T T y - beta |v| y_1``,
 ``|y|^2 <= eps`` is solved exactly through the eigen-decomposition of ``T``
-and a bisection on the multiplier, and ``theta = Q y``.  This is the
+and a safeguarded Newton iteration on the multiplier, and ``theta = Q y``.  This is the
 generalised-Lanczos trust-region method; when the Krylov space is exhausted
 (``k`` reaches the dimension, or the recurrence breaks down) the answer is the
 exact solution of Eq. 7.
@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,13 +65,19 @@ class StepInfo:
     boundary: bool
 
 
-def solve_small_trust_region(T: Tensor, c: float, radius: float) -> tuple[Tensor, float]:
+def solve_small_trust_region(T, c: float, radius: float) -> tuple[np.ndarray, float]:
     """Solve ``min y^T T y - c y_1  s.t. |y| <= radius`` for a small dense ``T``.
+
+    Uses the eigen-decomposition ``T = U diag(d) U^T``: the minimiser is
+    ``y(lam) = U (c U[0]) / (2 (d + lam))`` with the multiplier ``lam``
+    either 0 (interior, pseudo-inverse solution inside the ball) or the root
+    of ``|y(lam)| = radius``, found by safeguarded Newton iterations on
+    ``1/|y(lam)| - 1/radius`` (the Moré-Sorensen secular equation).
 
     Parameters
     ----------
-    T : Tensor, shape=[k, k]
-        Symmetric positive semi-definite matrix (float64 recommended).
+    T : array-like, shape=[k, k]
+        Symmetric positive semi-definite matrix.
     c : float
         Coefficient of the linear term along the first basis vector.
     radius : float
@@ -78,45 +85,60 @@ def solve_small_trust_region(T: Tensor, c: float, radius: float) -> tuple[Tensor
 
     Returns
     -------
-    y : Tensor, shape=[k]
-        The minimiser.
+    y : numpy.ndarray, shape=[k]
+        The minimiser (float64).
     lam : float
         Its multiplier ``>= 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, lam = solve_small_trust_region(np.diag([1.0, 2.0]), 2.0, 0.5)
+    >>> np.round(y, 6).tolist(), round(lam, 6)  # boundary: y = c/(2(1+lam)) e1, |y| = 0.5
+    ([0.5, 0.0], 1.0)
     """
+    T = np.asarray(T, dtype=np.float64)
     k = T.shape[0]
     if k == 0 or c == 0.0:
-        return T.new_zeros(k), 0.0
-    evals, U = torch.linalg.eigh(T)
+        return np.zeros(k), 0.0
+    d, U = np.linalg.eigh(T)
     a = c * U[0, :]  # U^T (c e1)
-    scale = max(float(evals.abs().max()), 1e-300)
-    zero = evals <= 1e-12 * scale
-    lo = max(0.0, -float(evals.min()))
+    scale = max(float(np.abs(d).max()), 1e-300)
+    zero = d <= 1e-12 * scale
+    lo = max(0.0, -float(d.min()))
 
-    def y_norm(lam: float) -> float:
-        return float(torch.sqrt(((a / (2.0 * (evals + lam))) ** 2).sum()))
+    def norm(lam: float) -> float:
+        return float(np.sqrt(np.sum((a / (2.0 * (d + lam))) ** 2)))
 
-    # Interior solution (lam = 0): needs the linear term to lie in range(T)
-    # and the pseudo-inverse solution to fit inside the ball.
-    if bool((a[zero].abs() <= 1e-12 * abs(c)).all()) and lo <= 1e-12 * scale:
-        z = torch.where(zero, torch.zeros_like(a), a / (2.0 * torch.where(zero, torch.ones_like(evals), evals)))
-        if float(z.norm()) <= radius:
+    # Interior solution (lam = 0): the linear term must lie in range(T) and
+    # the pseudo-inverse solution must fit inside the ball.
+    if np.all(np.abs(a[zero]) <= 1e-12 * abs(c)) and lo <= 1e-12 * scale:
+        z = np.where(zero, 0.0, a / (2.0 * np.where(zero, 1.0, d)))
+        if float(np.linalg.norm(z)) <= radius:
             return U @ z, 0.0
-    # Boundary solution: |y(lam)| = radius, y(lam) decreasing in lam.
-    hi = lo + float(a.norm()) / (2.0 * radius) + 1e-300
-    lo_b = lo
-    for _ in range(200):
-        mid = 0.5 * (lo_b + hi)
-        if mid <= lo_b or mid >= hi:
+    # Boundary: |y(lam)| = radius, |y| decreasing in lam on (lo, inf).
+    left, right = lo, lo + float(np.linalg.norm(a)) / (2.0 * radius)
+    lam = right
+    for _ in range(100):
+        z = a / (2.0 * (d + lam))
+        nz = float(np.sqrt(np.sum(z * z)))
+        if abs(nz - radius) <= 1e-13 * radius:
             break
-        if y_norm(mid) > radius:
-            lo_b = mid
+        if nz > radius:
+            left = lam
         else:
-            hi = mid
-    lam = hi
-    z = a / (2.0 * (evals + lam))
-    # Rescale onto the sphere (removes the bisection's last relative error).
-    z = z * (radius / float(z.norm()))
-    return U @ z, lam
+            right = lam
+        # Newton on phi(lam) = 1/|z| - 1/radius; d|z|^2/dlam = -2 sum z^2/(d+lam)
+        dn2 = -2.0 * float(np.sum(z * z / (d + lam)))
+        step = (1.0 / nz - 1.0 / radius) / (-0.5 * dn2 / nz**3) if dn2 != 0 else 0.0
+        new = lam - step
+        lam = new if left < new < right else 0.5 * (left + right)
+        if right - left <= 1e-15 * max(right, 1e-300):
+            break
+    z = a / (2.0 * (d + lam))
+    # rescale onto the sphere (removes the last relative error of the root)
+    z = z * (radius / float(np.linalg.norm(z)))
+    return U @ z, float(lam)
 
 
 def trust_region_step(
@@ -207,12 +229,12 @@ def trust_region_step(
             break  # invariant subspace: exact solution lives in span(Q[:k])
         betas.append(b)
         Q[j + 1] = w / b
-    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    T = np.diag(np.asarray(alphas, dtype=np.float64))
     if k > 1:
-        off = torch.tensor(betas[: k - 1], dtype=torch.float64)
-        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+        off = np.asarray(betas[: k - 1], dtype=np.float64)
+        T = T + np.diag(off, 1) + np.diag(off, -1)
     y, lam = solve_small_trust_region(T, beta * vnorm, r)
-    theta = Q[:k].T @ y.to(v.dtype)
+    theta = Q[:k].T @ torch.as_tensor(y, dtype=v.dtype, device=v.device)
     quad = float(y @ T @ y)
     lin = float(y[0]) * vnorm
     boundary = lam > 0.0

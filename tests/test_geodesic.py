@@ -427,3 +427,28 @@ def test_load_idx_float_and_malformed(tmp_path):
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="payload"):
         geodesic.load_idx(tmp_path / "short")
+
+
+def test_compensate_mode_lands_exactly_on_the_hyperplane():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(100, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y0 = net(x)
+    errs = {}
+    for restore in (0.0, 1.0):
+        path = geodesic.sparsify(net, x, 0.7, steps=30, eps=0.05, mode="compensate", restore=restore,
+                                 lanczos_iters=10, progress=False)
+        h = path.history
+        assert [r["step"] for r in h if r["kind"] == "step"] == list(range(1, 31))
+        assert h[-2]["distance"] == 0.0 and h[-1]["step_norm"] == 0.0  # no final jump
+        zeros = int((path.model[0].weight == 0).sum() + (path.model[2].weight == 0).sum())
+        assert path.reached and zeros == round(0.7 * 176)
+        with torch.no_grad():
+            errs[restore] = float(((path.model(x) - y0) ** 2).sum(1).mean())
+    one = geodesic.magnitude_masks({"0": net[0].weight, "2": net[2].weight}, 0.7)
+    with torch.no_grad():
+        h1 = torch.tanh(x @ (net[0].weight * one["0"]).T + net[0].bias)
+        err_one = float(((h1 @ (net[2].weight * one["2"]).T + net[2].bias - y0) ** 2).sum(1).mean())
+    # measured: 0.051 (restore 0), 0.067 (restore 1) vs 0.130 one-shot
+    assert errs[0.0] < 0.6 * err_one and errs[1.0] < 0.6 * err_one

@@ -271,6 +271,7 @@ def _walk(
     progress: bool,
     desc: str,
     restore: float = 0.0,
+    compensate: bool = False,
 ) -> "_WalkState":
     _check_positive("eps", eps)
     _check_positive("beta", beta)
@@ -304,7 +305,7 @@ def _walk(
         path.history.append(row)
 
     t0 = time.perf_counter()
-    target = project(w)
+    target, pruned = project(w)
     dist0 = float((target - w).norm())
     totals = {"path_length": 0.0, "energy": 0.0, "euclidean_length": 0.0, "products": 0}
     record({"step": 0, "kind": "start", "distance": dist0, "step_norm": 0.0, "step_length": 0.0,
@@ -317,7 +318,7 @@ def _walk(
     dist = dist0
     step = 0
     for step in range(1, steps + 1):
-        if dist <= tol * dist0 or dist == 0.0:
+        if dist == 0.0 or (not compensate and dist <= tol * dist0):
             step -= 1
             break
         v = target - w
@@ -326,18 +327,39 @@ def _walk(
         with torch.no_grad():
             resid = torch.func.functional_call(work, (w0, buffers), (x,)).reshape(g.batch, -1) - g.out.detach()
         drift = float((resid * resid).sum()) / g.batch
+        u = None
         if restore > 0:
             # Gauss-Newton pull back towards the starting network's outputs:
             # with beta -> 0 the step is restore * g^{-1} Jᵀ H (f(w_0) - f(w)) / B
-            v = v + (2.0 * restore / beta) * g.vjp(g._hess(resid)) / g.batch
-        radius = min(math.sqrt(eps), dist)
-        theta, info = trust_region_step(g.matvec, v, eps=eps, beta=beta, max_iter=lanczos_iters, radius=radius)
+            u = g.vjp(g._hess(resid)) / g.batch
+            if pruned is not None:
+                u = u * (~pruned).to(u.dtype)  # compensate with the surviving weights only
+        if compensate:
+            # prescribed progress on the pruned coordinates (linear schedule that
+            # lands on the hyperplane at the last step); the other coordinates
+            # take the minimum-metric trust-region step given that progress
+            t_p = v / (steps - step + 1)
+            keep = (~pruned).to(w.dtype)
+            lin = -2.0 * keep * g.matvec(t_p)
+            if u is not None:
+                lin = lin + 2.0 * restore * u
+            th_k, info = trust_region_step(
+                lambda z: keep * g.matvec(keep * z), lin, eps=eps, beta=1.0, max_iter=lanczos_iters
+            )
+            theta = t_p + keep * th_k
+            quad_override = g.sq_norm(theta)
+        else:
+            if u is not None:
+                v = v + (2.0 * restore / beta) * u
+            radius = min(math.sqrt(eps), dist)
+            theta, info = trust_region_step(g.matvec, v, eps=eps, beta=beta, max_iter=lanczos_iters, radius=radius)
+            quad_override = None
         w = w + theta
         if not bool(torch.isfinite(w).all()):
             raise FloatingPointError(f"the walk produced non-finite weights at step {step}")
-        target = project(w)
+        target, pruned = project(w)
         dist = float((target - w).norm())
-        quad = max(info.quad, 0.0)
+        quad = max(info.quad if quad_override is None else quad_override, 0.0)
         totals["path_length"] += math.sqrt(quad)
         totals["energy"] += quad
         totals["euclidean_length"] += float(theta.norm())
@@ -368,6 +390,7 @@ def sparsify(
     beta: float = 1.0,
     metric: str = "output",
     restore: float = 0.0,
+    mode: str = "eq7",
     structured: str | None = None,
     targets=None,
     evaluate: Callable[[nn.Module], dict] | None = None,
@@ -424,9 +447,21 @@ def sparsify(
         ``restore > 0`` the linear term becomes
         ``β v + 2 · restore · Jᵀ H (f(w_0) − f(w)) / B``: a Gauss-Newton pull
         back towards the outputs of the starting network, which undoes the
-        functional drift that the purely local metric lets accumulate.  For
-        ``β → 0`` the step is ``restore`` times the Gauss-Newton step that
-        restores the original outputs on the batch.
+        functional drift that the purely local metric lets accumulate.  The
+        pull-back gradient is masked to the weights that the current
+        projection keeps (plus all non-target parameters), so it compensates
+        with surviving weights instead of fighting the walk to the
+        hyperplane.
+    mode : {"eq7", "compensate"}, optional
+        ``"eq7"`` (default): the free trust-region step of Eq. 7 described
+        above; the walk ends when the distance drops below ``tol · |v_0|``.
+        ``"compensate"``: Eq. 7 restricted to steps that make prescribed
+        progress -- the coordinates being pruned move by ``v / (steps − t + 1)``
+        (a linear schedule that lands exactly on the hyperplane after
+        ``steps`` steps), and the remaining coordinates take the
+        minimum-metric step ``argmin θᵀ g θ`` given that move, within
+        ``|θ_kept|² ≤ eps`` (with ``v`` fixed, the ``β`` term is constant, so
+        ``beta`` is unused).  ``tol`` is unused.
     structured : {None, "units", "neurons", "filters"}, optional
         ``None``: global magnitude projection over element weights.
         Otherwise whole output units (Linear rows, Conv output filters, and
@@ -472,6 +507,8 @@ def sparsify(
     """
     _check_model("model", model)
     p = _check_fraction("target_sparsity", target_sparsity)
+    if mode not in ("eq7", "compensate"):
+        raise ValueError(f"mode must be 'eq7' or 'compensate', got {mode!r}")
     layers = target_weights(model, targets, structured)
     names_all = [n for n, q in model.named_parameters() if q.requires_grad and q.is_floating_point()]
     weight_names = [f"{n}.weight" if n else "weight" for n in layers]
@@ -511,16 +548,27 @@ def sparsify(
                     out[a2:b2] = w[a2:b2] * m
         last_masks.clear()
         last_masks.update(masks)
-        return out
+        pruned = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+        for n in weight_names:
+            a, b, shape = offsets[n]
+            m = masks[n]
+            if m.shape != shape:
+                m = m.view(-1, *([1] * (len(shape) - 1))).expand(shape)
+                if n in bias_of:
+                    a2, b2, _ = offsets[bias_of[n]]
+                    pruned[a2:b2] = ~masks[n]
+            pruned[a:b] = ~m.reshape(-1)
+        return out, pruned
 
     st = _walk(
         model, data, project, steps=steps, eps=eps, beta=beta, metric=metric, evaluate=evaluate,
         eval_every=eval_every, batch_size=batch_size, lanczos_iters=lanczos_iters, tol=tol,
         keep_every=keep_every, seed=seed, progress=progress, desc=f"geodesic sparsify {p:.0%}", restore=restore,
+        compensate=(mode == "compensate"),
     )
     # exact projection; its straight segment is charged with the metric at w
     work, path, totals = st.work, st.path, st.totals
-    w_final = project(st.w)
+    w_final, _ = project(st.w)
     delta = w_final - st.w
     quad = 0.0
     if float(delta.norm()) > 0:
@@ -612,7 +660,7 @@ def transfer(
         raise TypeError(f"model_b's parameters ({w_b.dtype}, {w_b.device}) must match model_a's ({w_a.dtype}, {w_a.device})")
 
     st = _walk(
-        model_a, data_a, lambda w: w_b, steps=steps, eps=eps, beta=beta, metric=metric, evaluate=evaluate,
+        model_a, data_a, lambda w: (w_b, None), steps=steps, eps=eps, beta=beta, metric=metric, evaluate=evaluate,
         eval_every=eval_every, batch_size=batch_size, lanczos_iters=lanczos_iters, tol=tol,
         keep_every=keep_every, seed=seed, progress=progress, desc="geodesic transfer", restore=restore,
     )

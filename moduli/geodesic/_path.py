@@ -255,7 +255,7 @@ class _WalkState:
 def _walk(
     model: nn.Module,
     data,
-    project: Callable[[Tensor], Tensor],
+    project: Callable[[Tensor], tuple[Tensor, Tensor | None]],
     *,
     steps: int,
     eps: float,
@@ -529,7 +529,7 @@ def sparsify(
             i += q.numel()
     last_masks: dict[str, Tensor] = {}
 
-    def project(w: Tensor) -> Tensor:
+    def project(w: Tensor) -> tuple[Tensor, Tensor]:
         ws = {n: w[offsets[n][0] : offsets[n][1]].view(offsets[n][2]) for n in weight_names}
         out = w.clone()
         if structured is None:

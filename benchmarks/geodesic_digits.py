@@ -177,13 +177,15 @@ def run_sparsify(args, rows, curves, seed):
             ("geodesic Eq. 7", dict(mode="eq7", beta=args.beta, eps=args.eps_eq7, steps=args.steps_eq7, restore=0.0)),
             ("geodesic compensate", dict(mode="compensate", eps=args.eps, steps=args.steps, restore=0.0)),
             ("geodesic compensate + restore", dict(mode="compensate", eps=args.eps, steps=args.steps, restore=1.0)),
+            ("geodesic compensate + restore, Fisher metric",
+             dict(mode="compensate", eps=args.eps, steps=args.steps, restore=1.0, metric="fisher")),
         ]
         for label, kw in variants:
             t = time.perf_counter()
             path = geodesic.sparsify(dense, Xtr, p, lanczos_iters=args.lanczos, evaluate=evaluate,
                                      eval_every=args.eval_every, progress=True, seed=seed, **kw)
             sec = time.perf_counter() - t
-            line = geodesic.line_length(dense, path.model, Xtr, segments=20)
+            line = geodesic.line_length(dense, path.model, Xtr, segments=20, metric=kw.get("metric", "output"))
             h = path.history
             steps_taken = sum(r["kind"] == "step" for r in h)
             rows.append(dict(
@@ -205,17 +207,19 @@ def run_sparsify(args, rows, curves, seed):
             print(f"[mlp {p:.0%} seed {seed}] {r['method']}: test {r['test_acc']:.4f} steps {r['updates']} "
                   f"length {r['path_length']:.3f} vs line {r['line_length']:.3f} ({r['seconds']:.1f}s)", flush=True)
         budget = max(r["updates"] for r in rows[first:] if r["sparsity"] == p)
-        t = time.perf_counter()
-        m = finetune(dense, names, p, Xtr, Ytr, budget, args.ft_lr, seed)
-        rows.append(dict(experiment="mlp", seed=seed, sparsity=p, method="magnitude + fine-tune",
-                         test_acc=accuracy(m, Xte, Yte),
-                         updates=budget, seconds=time.perf_counter() - t, measured_sparsity=sparsity_of(m, names)))
-        t = time.perf_counter()
-        m = iterative(dense, names, p, Xtr, Ytr, budget, args.ft_lr, seed, rounds=5)
-        rows.append(dict(experiment="mlp", seed=seed, sparsity=p, method="iterative prune-retrain (5 rounds)",
-                         test_acc=accuracy(m, Xte, Yte), updates=budget, seconds=time.perf_counter() - t,
-                         measured_sparsity=sparsity_of(m, names)))
-        for r in rows[-2:]:
+        for lr in args.ft_lrs:
+            t = time.perf_counter()
+            m = finetune(dense, names, p, Xtr, Ytr, budget, lr, seed)
+            rows.append(dict(experiment="mlp", seed=seed, sparsity=p, method=f"magnitude + fine-tune (lr {lr:g})",
+                             test_acc=accuracy(m, Xte, Yte), updates=budget, seconds=time.perf_counter() - t,
+                             measured_sparsity=sparsity_of(m, names)))
+            t = time.perf_counter()
+            m = iterative(dense, names, p, Xtr, Ytr, budget, lr, seed, rounds=5)
+            rows.append(dict(experiment="mlp", seed=seed, sparsity=p,
+                             method=f"iterative prune-retrain, 5 rounds (lr {lr:g})",
+                             test_acc=accuracy(m, Xte, Yte), updates=budget, seconds=time.perf_counter() - t,
+                             measured_sparsity=sparsity_of(m, names)))
+        for r in rows[-2 * len(args.ft_lrs):]:
             print(f"[mlp {p:.0%} seed {seed}] {r['method']}: test {r['test_acc']:.4f}", flush=True)
 
 
@@ -252,13 +256,14 @@ def run_cnn(args, rows, curves):
                                   "distance": [r["distance"] for r in h if "acc" in r]}
         print(f"[cnn] {label}: test {rows[-1]['test_acc']:.4f} ({sec:.1f}s)", flush=True)
     budget = max(r["updates"] for r in rows if r["experiment"] == "cnn" and r["method"].startswith("geodesic"))
-    m = finetune(dense, names, p, Xtr, Ytr, budget, args.ft_lr, args.seed, structured=True)
-    rows.append(dict(experiment="cnn", sparsity=p, method="filter removal + fine-tune", test_acc=accuracy(m, Xte, Yte),
-                     updates=budget))
-    m = iterative(dense, names, p, Xtr, Ytr, budget, args.ft_lr, args.seed, rounds=10, structured=True)
-    rows.append(dict(experiment="cnn", sparsity=p, method="one filter at a time + retrain (10 rounds)",
-                     test_acc=accuracy(m, Xte, Yte), updates=budget))
-    for r in rows[-2:]:
+    for lr in args.ft_lrs:
+        m = finetune(dense, names, p, Xtr, Ytr, budget, lr, args.seed, structured=True)
+        rows.append(dict(experiment="cnn", sparsity=p, method=f"filter removal + fine-tune (lr {lr:g})",
+                         test_acc=accuracy(m, Xte, Yte), updates=budget))
+        m = iterative(dense, names, p, Xtr, Ytr, budget, lr, args.seed, rounds=10, structured=True)
+        rows.append(dict(experiment="cnn", sparsity=p, method=f"one filter at a time + retrain, 10 rounds (lr {lr:g})",
+                         test_acc=accuracy(m, Xte, Yte), updates=budget))
+    for r in rows[-2 * len(args.ft_lrs):]:
         print(f"[cnn] {r['method']}: test {r['test_acc']:.4f}", flush=True)
 
 
@@ -304,19 +309,20 @@ def run_transfer(args, rows, curves):
     curves["transfer straight line"] = {"step": list(range(41)), "acc_a": la, "acc_b": lb}
     summary("straight line A→B", la, lb)
     # sequential training: A fine-tuned on B
-    ft = copy.deepcopy(net_a)
-    fa, fb = [both(ft)["acc_a"]], [both(ft)["acc_b"]]
+    for lr in args.ft_lrs:
+        ft = copy.deepcopy(net_a)
+        fa, fb = [both(ft)["acc_a"]], [both(ft)["acc_b"]]
 
-    def cb(done):
-        r = both(ft)
-        fa.append(r["acc_a"])
-        fb.append(r["acc_b"])
-        ft.train()
+        def cb(done, ft=ft, fa=fa, fb=fb):
+            r = both(ft)
+            fa.append(r["acc_a"])
+            fb.append(r["acc_b"])
+            ft.train()
 
-    train(ft, Xtr[b_tr], Ytr[b_tr], updates=args.transfer_steps, lr=args.ft_lr, seed=args.seed + 2,
-          callback=cb, every=args.transfer_eval_every)
-    curves["transfer fine-tune on B"] = {"step": list(range(len(fa))), "acc_a": fa, "acc_b": fb}
-    summary("fine-tune A on task B", fa, fb, steps=args.transfer_steps)
+        train(ft, Xtr[b_tr], Ytr[b_tr], updates=args.transfer_steps, lr=lr, seed=args.seed + 2,
+              callback=cb, every=args.transfer_eval_every)
+        curves[f"transfer fine-tune on B (lr {lr:g})"] = {"step": list(range(len(fa))), "acc_a": fa, "acc_b": fb}
+        summary(f"fine-tune A on task B (lr {lr:g})", fa, fb, steps=args.transfer_steps)
 
 
 # ----------------------------------------------------------------------------- output
@@ -420,7 +426,8 @@ def main(argv=None) -> int:
     ap.add_argument("--beta", type=float, default=0.01)
     ap.add_argument("--lanczos", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--ft-lr", type=float, default=1e-3)
+    ap.add_argument("--ft-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
+                    help="Adam learning rates of the fine-tuning baselines (each is reported)")
     ap.add_argument("--transfer-steps", type=int, default=400)
     ap.add_argument("--transfer-betas", type=float, nargs="+", default=[0.1, 1.0])
     ap.add_argument("--transfer-eval-every", type=int, default=5)

@@ -295,12 +295,12 @@ def _walk(
     buffers = dict(work.named_buffers())
     path = GeodesicPath(model=work, names=names)
 
-    def record(row: dict, force_eval: bool = False) -> None:
-        if evaluate is not None and (force_eval or row["step"] % eval_every == 0):
+    def record(row: dict) -> None:
+        if evaluate is not None and row["step"] % eval_every == 0:
             _load(work, names, w)
             with torch.no_grad():
                 row.update(_as_metrics(evaluate(work)))
-        if keep_every is not None and (force_eval or row["step"] % keep_every == 0):
+        if keep_every is not None and row["step"] % keep_every == 0:
             path.points.append((row["step"], w.clone()))
         path.history.append(row)
 

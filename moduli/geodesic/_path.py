@@ -440,6 +440,9 @@ def sparsify(
     beta : float, optional
         Weight of the direction term ``θᵀv``; larger values walk straighter
         (Euclidean) and faster, smaller ones follow the metric's null space.
+        It has the units of the metric: on the digits MLP ``β = 1`` is
+        essentially the straight line and the benchmark uses ``0.01``
+        (``docs/geodesic.md``).
     metric : {"output", "fisher"}, optional
         ``g = JᵀJ / B`` or ``g = Jᵀ H J / B`` with ``H = diag(p) − ppᵀ``.
     restore : float, optional

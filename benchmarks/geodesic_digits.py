@@ -15,7 +15,7 @@ as the geodesic takes steps, plain fine-tuning on task B and the straight
 line between the two task networks.  Writes ``results.json``, ``table.md``
 and PNG plots to ``--out``.
 
-Run (about 10 minutes on one core)::
+Run (456 s measured on one core of a shared machine)::
 
     PYTHONPATH=$PWD python benchmarks/geodesic_digits.py --out benchmarks/results/geodesic_digits
 """

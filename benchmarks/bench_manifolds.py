@@ -12,7 +12,7 @@ Each (space, n) runs in a fresh subprocess so that the peak resident set
 Usage::
 
     python benchmarks/bench_manifolds.py                 # n = 512, 1024, 4096
-    python benchmarks/bench_manifolds.py --sizes 512 --out docs/bench_manifolds.md
+    python benchmarks/bench_manifolds.py --threads 1 --out docs/bench_manifolds.md
 """
 
 from __future__ import annotations
@@ -40,13 +40,16 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def child(space_expr: str, n: int, reps: int, gs_points: int) -> dict:
+def child(space_expr: str, n: int, reps: int, gs_points: int, threads: int) -> dict:
     import resource
 
     import numpy as np
     import torch
 
     from moduli import manifolds as mf
+
+    if threads:
+        torch.set_num_threads(threads)
 
     M = eval(space_expr, {"mf": mf})
     x = M.random_uniform(n, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
@@ -89,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--gs-points", type=int, default=512, help="points whose all pairs geomstats measures")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", help="also write the table (Markdown) to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
     print(lines[1])
     for name in args.spaces:
         for n in args.sizes:
-            spec = {"space_expr": SPACES[name], "n": n, "reps": args.reps, "gs_points": args.gs_points}
+            spec = {"space_expr": SPACES[name], "n": n, "reps": args.reps, "gs_points": args.gs_points,
+                    "threads": args.threads}
             run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                                  capture_output=True, text=True, check=True)
             r = json.loads(run.stdout.strip().splitlines()[-1])

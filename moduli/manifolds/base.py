@@ -18,9 +18,10 @@ from torch import Tensor
 
 __all__ = ["Manifold", "GeomstatsMatch", "safe_sqrt", "wrap", "tolerance"]
 
-# Rows per block in pairwise distances: blocks keep temporaries small when no
-# gradient is needed. 2**20 entries is 4 MB of float32 per temporary.
-_BLOCK_ENTRIES = 2**20
+# Entries per block of a pairwise distance matrix computed without autograd:
+# 2**18 entries is 1 MB of float32 per temporary, small enough to stay in
+# cache and to be recycled by the allocator instead of page-faulted afresh.
+_BLOCK_ENTRIES = 2**18
 
 
 def tolerance(dtype: torch.dtype) -> float:
@@ -78,7 +79,7 @@ class Manifold:
     """A metric space whose points are rows of a tensor.
 
     Subclasses set ``coord_dim`` and ``dim`` and implement :meth:`_dist` and
-    :meth:`random_uniform`; they may override :meth:`_cdist` for speed,
+    :meth:`random_uniform`; they may override :meth:`_cdist_block` for a faster pairwise formula,
     :meth:`_check` for extra membership conditions, and
     :meth:`from_unconstrained` for trained embeddings.
 
@@ -178,21 +179,38 @@ class Manifold:
         return out
 
     def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
-        """Pairwise distances from the elementwise formula, in row blocks.
+        """Pairwise distances from :meth:`_cdist_block`, in row blocks.
 
-        Without autograd, rows are processed in blocks written into one output,
-        so temporaries stay at the size of a block. With autograd the whole
-        broadcast is built at once (the graph keeps it anyway).
+        Without autograd, rows are processed in blocks of about
+        ``_BLOCK_ENTRIES`` entries written into one output, so temporaries
+        stay small (and in cache). For one set of points (``y is x``) only
+        the blocks on and below the diagonal are computed and mirrored, which
+        halves the work and makes the matrix symmetric bit for bit. With
+        autograd the whole matrix is one block (the graph keeps it anyway).
         """
         n, m = x.shape[0], y.shape[0]
-        if _needs_grad(x, y) or n * m <= _BLOCK_ENTRIES:
-            return self._dist(x[:, None, :], y[None, :, :])
+        if _needs_grad(x, y):
+            return self._cdist_block(x, y)
+        same = x is y
         out = torch.empty(n, m, dtype=x.dtype, device=x.device)
         step = max(1, _BLOCK_ENTRIES // max(m, 1))
-        yb = y[None, :, :]
-        for start in range(0, n, step):
-            out[start:start + step] = self._dist(x[start:start + step, None, :], yb)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            cols = e if same else m
+            out[s:e, :cols] = self._cdist_block(x[s:e], y[:cols])
+            if same:
+                diag = out[s:e, s:e]
+                diag.copy_(torch.tril(diag) + torch.tril(diag, -1).T)
+                out[:s, s:e] = out[s:e, :s].T
         return out
+
+    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
+        """Distances of all pairs of two small sets, shape=[len(x), len(y)].
+
+        The default broadcasts :meth:`_dist`; spaces with a faster pairwise
+        formula override this (not :meth:`_cdist`) and keep the blocking.
+        """
+        return self._dist(x[:, None, :], y[None, :, :])
 
     def from_unconstrained(self, u: Tensor) -> Tensor:
         """Map free coordinates in R^coord_dim onto the space (differentiably).

@@ -53,11 +53,10 @@ class Product(Manifold):
             total = d * d if total is None else total + d * d
         return safe_sqrt(total)
 
-    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
+    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
         total = None
-        same = x is y  # let factors know, so their matrices come out symmetric
         for space, xs, ys in zip(self.spaces, self.split(x), self.split(y)):
-            d = space._cdist(xs, xs if same else ys)
+            d = space._cdist_block(xs, ys)
             total = d * d if total is None else total + d * d
         return safe_sqrt(total)
 

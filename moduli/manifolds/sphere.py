@@ -19,7 +19,6 @@ __all__ = ["Sphere", "Circle"]
 # acos(t) is well conditioned for |t| <= 0.98: d acos / dt <= 5.1, so float32
 # rounding of the Gram entry costs at most ~3e-7 rad.
 _ACOS_SAFE = 0.98
-_GRAM_BLOCK = 2**22
 
 
 def _squared_norm_of_sum(x: Tensor, y: Tensor) -> Tensor:
@@ -66,7 +65,7 @@ class Sphere(Manifold):
         b = safe_sqrt(_squared_norm_of_sum(x, y))
         return (2.0 * self.radius) * torch.atan2(a, b)
 
-    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
+    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
         """Pairwise distances; without autograd, a Gram-matrix fast path.
 
         ``r acos(<x, y> / r^2)`` is fast (one matrix product) and accurate
@@ -76,21 +75,14 @@ class Sphere(Manifold):
         throughout, for its finite gradients.
         """
         if _needs_grad(x, y):
-            return super()._cdist(x, y)
+            return super()._cdist_block(x, y)
         r = self.radius
-        u, v = x / r, y / r
-        out = torch.empty(x.shape[0], y.shape[0], dtype=x.dtype, device=x.device)
-        rows = max(1, _GRAM_BLOCK // max(y.shape[0], 1))
-        for s in range(0, x.shape[0], rows):
-            block = torch.mm(u[s:s + rows], v.T, out=out[s:s + rows])
-            block.clamp_(-1.0, 1.0)
-            near = (block.abs() > _ACOS_SAFE).nonzero()
-            block.acos_().mul_(r)
-            if near.numel():
-                i, j = near[:, 0] + s, near[:, 1]
-                out[i, j] = self._dist(x[i], y[j])
-        if x is y:  # blocked matrix products are symmetric only up to rounding
-            out = torch.minimum(out, out.T)
+        out = torch.mm(x / r, (y / r).T).clamp_(-1.0, 1.0)
+        near = (out.abs() > _ACOS_SAFE).nonzero()
+        out.acos_().mul_(r)
+        if near.numel():
+            i, j = near[:, 0], near[:, 1]
+            out[i, j] = self._dist(x[i], y[j])
         return out
 
     def _check(self, x: Tensor, name: str) -> None:
@@ -153,8 +145,8 @@ class Circle(Sphere):
         ty = torch.atan2(y[..., 1], y[..., 0])
         return self.radius * wrap(tx - ty, 2.0 * math.pi)
 
-    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
-        return Manifold._cdist(self, x, y)
+    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
+        return Manifold._cdist_block(self, x, y)
 
     def __repr__(self) -> str:
         return f"Circle(radius={self.radius:g})"

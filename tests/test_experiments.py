@@ -296,3 +296,44 @@ def test_cli_run_table_end_to_end(tmp_path, capsys):
     assert (out / "table.csv").exists()
     assert main(["table", str(out)]) == 0
     assert "| 0% Sparse |" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- pruning, priors, lottery
+
+def test_sparse_and_lottery_phases_with_priors_and_resume(tmp_path):
+    cfg = dataclasses.replace(_smoke(), lam=1e-2)
+    regimes = [parse_regime("none"), parse_regime("torus:trained")]
+    quiet = dict(preset="smoke", progress=False, log=lambda m: None)
+    recs = run_sweep("navigation", cfg, regimes, [0.5], [0], tmp_path, **quiet)
+    assert [(r["regime"], r["phase"]) for r in recs] == [
+        ("none", "sparse"), ("none", "lottery"), ("torus:trained", "sparse"), ("torus:trained", "lottery")]
+    n = cfg.n_hidden**2
+    for r in recs:
+        # only the recurrent matrix is pruned (the preset's choice), to exactly round(0.5 n) zeros
+        assert r["recurrent_sparsity"] == pytest.approx(round(0.5 * n) / n)
+        assert r["pruned_weights"] == ["rnn.weight_hh_l0"]
+        assert r["model_sparsity"] < r["recurrent_sparsity"]
+    assert len(list((tmp_path / "checkpoints").glob("*-sparse.pt"))) == 2
+    state = torch.load(tmp_path / "checkpoints" / f"{recs[2]['run_id']}-sparse.pt", weights_only=False)
+    assert state["embeddings"]["rnn.weight_hh_l0"][0].shape == (cfg.n_hidden, 2)
+
+    # an interrupted sweep: the lottery lines are lost; re-running trains only them, from the checkpoints
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    kept = [ln for ln in lines if json.loads(ln)["phase"] == "sparse"]
+    (tmp_path / "results.jsonl").write_text("\n".join(kept) + "\n")
+    again = run_sweep("navigation", cfg, regimes, [0.5], [0], tmp_path, **quiet)
+    assert [r["phase"] for r in again] == ["lottery", "lottery"]
+    for old, new in zip([recs[1], recs[3]], again):
+        assert new["value"] == pytest.approx(old["value"], rel=1e-4)  # same mask, same seeds
+    assert run_sweep("navigation", cfg, regimes, [0.5], [0], tmp_path, **quiet) == []
+    keys = [(r["run_id"], r["phase"]) for r in read_results(tmp_path)]
+    assert len(keys) == len(set(keys)) == 4
+
+
+def test_pruning_every_weight_reports_the_recurrent_matrix_separately(tmp_path):
+    cfg = dataclasses.replace(_smoke(), prune_targets="all")
+    (rec, _) = run_sweep("navigation", cfg, [parse_regime("none")], [0.8], [0], tmp_path, preset="smoke",
+                         progress=False, log=lambda m: None)
+    assert set(rec["pruned_weights"]) == {"encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "decoder.weight"}
+    assert rec["pruned_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert 0 <= rec["recurrent_sparsity"] <= 1 and rec["model_sparsity"] == pytest.approx(rec["pruned_sparsity"])

@@ -49,7 +49,7 @@ class TrainConfig:
     reduction: str = _f("sum", "reduction of the prior over weight entries", ("sum", "mean"))
     prior_targets: str = _f("recurrent", "which weights carry the prior", ("recurrent", "all"))
     prune_targets: str = _f("recurrent", "which weights are pruned", ("recurrent", "all"))
-    prune_scope: str = _f("global", "magnitude threshold over all pruned weights or per layer", ("global", "layer"))
+    prune_scope: str = _f("global", "magnitude threshold over all pruned weights together or per tensor", ("global", "tensor"))
     lottery_mode: str = _f("reinit", "lottery phase weights: fresh ('reinit') or the sparse run's initial ones ('rewind')", ("reinit", "rewind"))
     inhibitor: str = _f("dog", "default inhibitor of manifold regimes", ("dog", "diffusion", "sinusoid"))
     inhibitor_c: float = _f(1.0, "inhibitor scale c (all inhibitors)")

@@ -154,7 +154,7 @@ def build_prior(regime: Regime, cfg):
     from .. import regularizers as rg
 
     if regime.kind == "l1":
-        return rg.L1Prior()
+        return rg.L1Prior(reduction=cfg.reduction)
     prior = rg.ModuliPrior(
         build_manifold(regime.manifold),
         build_inhibitor(regime.inhibitor, cfg),

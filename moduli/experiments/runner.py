@@ -203,8 +203,7 @@ def _targets(task: Task, model: nn.Module, which: str) -> list[str]:
 def _attach(model, prior, names, seed):
     from .. import regularizers as rg
 
-    torch.manual_seed(seed)  # the embedding points are drawn here
-    return rg.attach(model, prior, targets=list(names))
+    return rg.attach(model, prior, targets=list(names), generator=torch.Generator().manual_seed(seed))
 
 
 def _pruner(model, names, cfg, sparsity):
@@ -247,14 +246,14 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
         if pruner is not None and step in epoch_starts:
             pruner.step()
         loss = task.loss(model, task.sample(generator))
-        total = loss
-        if priors is not None and lam > 0:
-            total = loss + lam * priors.penalty()
-        if not torch.isfinite(total):
+        if not torch.isfinite(loss):
             diverged = True
             break
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        loss.backward()
+        if priors is not None and lam > 0:
+            # the fused gradient of lam * penalty (same update as adding it to the loss)
+            priors.add_penalty_grad_(lam)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -361,10 +360,9 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
         from .. import pruning
 
         started, t0 = _now(), time.perf_counter()
-        torch.manual_seed(_LOTTERY_STREAM * 1_000_000 + spec.seed)
-        pruning.lottery_reset(model, mode=cfg.lottery_mode, initial_state=initial_state if cfg.lottery_mode == "rewind" else None)
-        if priors is not None:
-            priors.freeze()
+        pruning.lottery_reset(model, mode=cfg.lottery_mode,
+                              initial_state=initial_state if cfg.lottery_mode == "rewind" else None,
+                              priors=priors, seed=_LOTTERY_STREAM * 1_000_000 + spec.seed)
         gen = torch.Generator().manual_seed(_LOTTERY_STREAM * 1_000_000 + spec.seed)
         losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=None,
                                         generator=gen, desc=f"{spec.run_id} lottery", progress=progress)

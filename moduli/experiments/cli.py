@@ -1,0 +1,148 @@
+"""The ``moduli run``, ``moduli table`` and ``moduli plot`` subcommands.
+
+Importing this module registers them with :mod:`moduli.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from ..cli import command
+from .config import PRESETS, TASKS, add_config_arguments, config_from_args
+
+__all__ = ["parse_sparsity"]
+
+
+def parse_sparsity(text: str) -> float:
+    """``"0.9"`` or ``"90%"`` -> 0.9; anything outside ``[0, 1)`` is an error."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sparsity must be a fraction like 0.9 or a percentage like 90%, got {text!r}") from None
+    if not (0 <= value < 1):
+        raise argparse.ArgumentTypeError(
+            f"sparsity must be in [0, 1) as a fraction (0.9) or [0%, 100%) as a percentage (90%), got {text!r}"
+        )
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", choices=sorted(TASKS), help="navigation or adding")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="hyperparameter preset (default: cpu)")
+    p.add_argument("--regime", action="append", metavar="R",
+                   help="none, l1, shuffled[:MANIFOLD], or a manifold (circle, sphere, torus, klein, torus6, r3) "
+                        "with options :trained/:fixed and :dog/:diffusion/:sinusoid; repeatable (default: none)")
+    p.add_argument("--sparsity", action="append", type=parse_sparsity, metavar="S",
+                   help="target sparsity as a fraction (0.9) or percentage (90%%); repeatable (default: 0)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
+    p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
+                   help="regularizing factor; repeatable to sweep (default: the preset's)")
+    p.add_argument("--trained", action="store_true", help="trained embeddings for manifold regimes that do not say")
+    p.add_argument("--out", type=Path, default=None, help="result directory (default: runs/TASK-PRESET)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_arguments(p, exclude=("lam",))
+
+
+@command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .regimes import parse_regime
+    from .runner import read_results, run_sweep
+    from .table import markdown_table, write_csv
+
+    try:
+        cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
+        regimes = [parse_regime(r, inhibitor=cfg.inhibitor, trained=args.trained) for r in (args.regime or ["none"])]
+    except (TypeError, ValueError) as exc:
+        print(f"moduli run: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / f"{args.task}-{args.preset}"
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    try:
+        run_sweep(args.task, cfg, regimes, args.sparsity or [0.0], seeds, out, preset=args.preset,
+                  lams=args.lam, progress=not args.no_progress)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"moduli run: {exc}", file=sys.stderr)
+        return 1
+    records = [r for r in read_results(out) if r["task"] == args.task]
+    print(markdown_table(records))
+    csv_path = write_csv(records, out / "table.csv")
+    print(f"results: {out / 'results.jsonl'}; table: {csv_path}")
+    return 0
+
+
+def _table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl)")
+    p.add_argument("--csv", type=Path, default=None, help="CSV path (default: DIR/table.csv)")
+    p.add_argument("--task", choices=sorted(TASKS), default=None, help="only this task")
+    p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
+                   help="only these lambdas (repeatable; regime none is always shown)")
+
+
+@command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
+def table(args: argparse.Namespace) -> int:
+    from .runner import read_results
+    from .table import markdown_table, write_csv
+
+    records = read_results(args.dir)
+    if args.task:
+        records = [r for r in records if r["task"] == args.task]
+    if args.lam:
+        records = [r for r in records if r["regime"] == "none" or any(math.isclose(r["lam"], x) for x in args.lam)]
+    if not records:
+        print(f"moduli table: no results in {args.dir}", file=sys.stderr)
+        return 1
+    print(markdown_table(records))
+    path = write_csv(records, args.csv or args.dir / "table.csv")
+    print(f"csv: {path}")
+    return 0
+
+
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl)")
+    p.add_argument("--run", default=None, help="run id whose trained model to draw (default: the first moduli run)")
+    p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
+                   help="only these lambdas (repeatable; regime none is always shown)")
+
+
+@command("plot", "write PNGs: metric versus sparsity per regime, and the weights of one trained model")(_plot_args)
+def plot(args: argparse.Namespace) -> int:
+    from .plot import plot_directory
+
+    try:
+        paths = plot_directory(args.dir, run_id=args.run, lams=args.lam)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"moduli plot: {exc}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0

@@ -1,0 +1,134 @@
+"""Tasks as the runner sees them: data, model, loss, metric."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .adding import AddingRNN, adding_batch
+from .config import AddingConfig, NavigationConfig, TrainConfig
+from .navigation import NavigationRNN, PlaceCells, TrajectoryGenerator, navigation_loss, position_error_cm
+
+__all__ = ["Task", "NavigationTask", "AddingTask", "make_task"]
+
+# Offsets that keep the random streams of one seed apart.
+_EVAL_STREAM, _TASK_STREAM = 1_000_003, 2_000_003
+
+
+class Task:
+    """Interface: ``build_model()``, ``sample(generator)``, ``loss(model, batch)``, ``evaluate(model)``.
+
+    Attributes
+    ----------
+    metric : str
+        Name of the reported number (lower is better).
+    recurrent : list of str
+        Qualified names of the recurrent (hidden update) matrices.
+    """
+
+    metric: str = ""
+    recurrent: list[str] = []
+
+    def __init__(self, cfg: TrainConfig, seed: int):
+        self.cfg = cfg
+        self.seed = int(seed)
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def sample(self, generator: torch.Generator):
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> float:
+        raise NotImplementedError
+
+
+class NavigationTask(Task):
+    """Path integration with place-cell outputs; metric: mean position error in cm.
+
+    The place-cell centres and the evaluation trajectories are fixed by the seed;
+    training batches come from the generator passed to :meth:`sample`.
+    """
+
+    metric = "error_cm"
+    recurrent = ["rnn.weight_hh_l0"]
+
+    def __init__(self, cfg: NavigationConfig, seed: int):
+        if not isinstance(cfg, NavigationConfig):
+            raise TypeError(f"cfg must be a NavigationConfig, got {type(cfg).__name__}")
+        super().__init__(cfg, seed)
+        g = torch.Generator().manual_seed(_TASK_STREAM + self.seed)
+        self.place_cells = PlaceCells(cfg.n_place, cfg.box_width, cfg.place_sigma, surround=cfg.surround, generator=g)
+        self.trajectories = TrajectoryGenerator(cfg.box_width, cfg.seq_len)
+        ev = torch.Generator().manual_seed(_EVAL_STREAM + self.seed)
+        self.eval_set = self.trajectories.sample(cfg.eval_size, generator=ev)
+
+    def build_model(self) -> nn.Module:
+        return NavigationRNN(self.cfg.n_place, self.cfg.n_hidden)
+
+    def sample(self, generator):
+        t = self.trajectories.sample(self.cfg.batch_size, generator=generator)
+        return t.velocity, self.place_cells(t.init_position), self.place_cells(t.position)
+
+    def loss(self, model, batch):
+        velocity, init_code, target = batch
+        return navigation_loss(model(velocity, init_code), target, readout=self.cfg.readout)
+
+    @torch.no_grad()
+    def evaluate(self, model, chunk: int = 500) -> float:
+        total, n = 0.0, 0
+        ev = self.eval_set
+        for i in range(0, ev.velocity.shape[0], chunk):
+            v, p, p0 = ev.velocity[i:i + chunk], ev.position[i:i + chunk], ev.init_position[i:i + chunk]
+            logits = model(v, self.place_cells(p0))
+            err = position_error_cm(logits, p, self.place_cells.centres, k=self.cfg.decode_k, readout=self.cfg.readout)
+            total += float(err) * v.shape[0]
+            n += v.shape[0]
+        return total / n
+
+
+class AddingTask(Task):
+    """The adding problem; metric: root mean squared error on fresh sequences."""
+
+    metric = "rmse"
+    recurrent = ["rnn.weight_hh_l0"]
+
+    def __init__(self, cfg: AddingConfig, seed: int):
+        if not isinstance(cfg, AddingConfig):
+            raise TypeError(f"cfg must be an AddingConfig, got {type(cfg).__name__}")
+        super().__init__(cfg, seed)
+        ev = torch.Generator().manual_seed(_EVAL_STREAM + self.seed)
+        self.eval_set = adding_batch(cfg.eval_size, cfg.seq_len, generator=ev)
+
+    def build_model(self) -> nn.Module:
+        return AddingRNN(self.cfg.n_hidden, bias=self.cfg.bias, init=self.cfg.init)
+
+    def sample(self, generator):
+        return adding_batch(self.cfg.batch_size, self.cfg.seq_len, generator=generator)
+
+    def loss(self, model, batch):
+        x, y = batch
+        return torch.mean((model(x) - y) ** 2)
+
+    @torch.no_grad()
+    def evaluate(self, model, chunk: int = 2000) -> float:
+        x, y = self.eval_set
+        sq = 0.0
+        for i in range(0, x.shape[0], chunk):
+            sq += float(((model(x[i:i + chunk]) - y[i:i + chunk]) ** 2).sum())
+        return math.sqrt(sq / x.shape[0])
+
+
+def make_task(name: str, cfg: TrainConfig, seed: int) -> Task:
+    """The task ``name`` ("navigation" or "adding") with config ``cfg`` and seed."""
+    if name == "navigation":
+        return NavigationTask(cfg, seed)
+    if name == "adding":
+        return AddingTask(cfg, seed)
+    raise ValueError(f"task must be 'navigation' or 'adding', got {name!r}")

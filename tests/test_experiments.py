@@ -1,0 +1,356 @@
+"""Tests of moduli.experiments: tasks, configs, runner/resume, tables, the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from moduli.experiments import (
+    AddingTask, NavigationTask, PlaceCells, TrajectoryGenerator, adding_batch, decode_position,
+    get_preset, markdown_table, navigation_loss, parse_regime, read_results, run_sweep, summarize,
+)
+from moduli.experiments.config import NavigationConfig, add_config_arguments, config_from_args
+from moduli.experiments.runner import append_result
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models on a shared machine: thread contention costs more than it gains."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- trajectories
+
+def test_trajectories_stay_in_box_and_integrate_velocity():
+    gen = TrajectoryGenerator(box_width=0.6, seq_len=50)  # a small box: many wall encounters
+    t = gen.sample(400, generator=torch.Generator().manual_seed(1))
+    assert t.position.abs().max() <= 0.3 + 1e-6
+    assert t.init_position.abs().max() <= 0.3
+    rebuilt = t.init_position[:, None] + gen.dt * t.velocity.cumsum(1)
+    torch.testing.assert_close(rebuilt, t.position, atol=1e-5, rtol=0)
+    assert t.head_direction.min() >= -math.pi and t.head_direction.max() < math.pi
+
+
+def test_speed_is_rayleigh_away_from_walls():
+    # In a huge box the walls are never reached: speeds are Rayleigh(0.13 * 2 pi).
+    gen = TrajectoryGenerator(box_width=1000.0, seq_len=20)
+    t = gen.sample(2000, generator=torch.Generator().manual_seed(2))
+    speed = t.velocity.norm(dim=-1).flatten().double()
+    scale = 0.13 * 2 * math.pi
+    assert abs(speed.mean().item() - scale * math.sqrt(math.pi / 2)) < 0.02 * scale
+    assert abs((speed**2).mean().item() - 2 * scale**2) < 0.04 * scale**2
+
+
+def test_heading_turns_have_the_specified_spread():
+    gen = TrajectoryGenerator(box_width=1000.0, seq_len=30)
+    t = gen.sample(1000, generator=torch.Generator().manual_seed(3))
+    turn = torch.remainder(t.head_direction.diff(dim=1) + math.pi, 2 * math.pi) - math.pi
+    assert abs(turn.std().item() - 11.52 * 0.02) < 0.01
+
+
+def test_wall_avoidance_turns_parallel_and_slows():
+    gen = TrajectoryGenerator(box_width=2.2, seq_len=5)
+    pos = torch.tensor([[1.09, 0.0], [1.09, 0.0], [0.0, 0.0], [0.0, -1.09]])
+    heading = torch.tensor([0.3, math.pi, 0.3, -math.pi / 2 - 0.4])
+    near, turn = gen.avoid_walls(pos, heading)
+    assert near.tolist() == [True, False, False, True]
+    # after the turn the agent runs parallel to the wall it was heading into
+    torch.testing.assert_close(heading[0] + turn[0], torch.tensor(math.pi / 2))
+    torch.testing.assert_close(heading[3] + turn[3], torch.tensor(-math.pi))
+    assert turn[1] == 0 and turn[2] == 0
+    # near walls the agent slows to a quarter: steps started within the border are shorter
+    t = TrajectoryGenerator(box_width=0.5, seq_len=40).sample(500, generator=torch.Generator().manual_seed(4))
+    prev = torch.cat([t.init_position[:, None], t.position[:, :-1]], dim=1)
+    d_wall = (0.25 - prev.abs()).amin(-1)
+    speed = t.velocity.norm(dim=-1)
+    assert speed[d_wall < 0.03].mean() < 0.7 * speed[d_wall > 0.1].mean()
+
+
+def test_trajectory_bad_input():
+    with pytest.raises(ValueError, match="box_width"):
+        TrajectoryGenerator(box_width=-1.0)
+    with pytest.raises(TypeError, match="seq_len"):
+        TrajectoryGenerator(seq_len=2.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrajectoryGenerator().sample(0)
+
+
+# ----------------------------------------------------------------------------- place cells
+
+@pytest.mark.parametrize("surround", [False, True])
+def test_place_code_is_a_distribution_peaked_at_the_nearest_centre(surround):
+    pc = PlaceCells(32, surround=surround, generator=torch.Generator().manual_seed(0))
+    x = (torch.rand(50, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 1.1
+    code = pc(x)
+    torch.testing.assert_close(code.sum(-1), torch.ones(50))
+    assert code.min() >= 0
+    nearest = torch.cdist(x, pc.centres).argmin(-1)
+    assert torch.equal(code.argmax(-1), nearest)
+
+
+def test_place_code_known_value():
+    pc = PlaceCells(2, sigma=0.5)
+    pc.centres.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+    code = pc(torch.tensor([0.0, 0.0]))
+    # softmax(0, -1/(2*0.25)) = softmax(0, -2)
+    torch.testing.assert_close(code, torch.tensor([1 / (1 + math.exp(-2)), math.exp(-2) / (1 + math.exp(-2))]))
+    with pytest.raises(ValueError, match="shape"):
+        pc(torch.zeros(3, 3))
+
+
+def test_decode_position_mean_of_top3():
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    act = torch.tensor([3.0, 2.0, 1.0, -1.0])
+    torch.testing.assert_close(decode_position(act, centres), torch.tensor([1 / 3, 1 / 3]))
+    with pytest.raises(ValueError, match="centres"):
+        decode_position(torch.zeros(3), centres)
+
+
+def test_navigation_loss_minimised_by_the_target():
+    target = torch.softmax(torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0)), -1)
+    best = navigation_loss(torch.log(target), target)
+    entropy = -(target * target.log()).sum(-1).mean()
+    torch.testing.assert_close(best, entropy)
+    assert navigation_loss(torch.zeros(2, 3, 5), target) > best
+    with pytest.raises(ValueError, match="readout"):
+        navigation_loss(target, target, readout="middle")
+
+
+def test_untrained_navigation_error_is_about_a_metre():
+    cfg = dataclasses.replace(get_preset("navigation", "smoke"), n_place=64, n_hidden=32, eval_size=200, seq_len=10)
+    task = NavigationTask(cfg, seed=0)
+    torch.manual_seed(0)
+    err = task.evaluate(task.build_model())
+    assert 60 < err < 150
+
+
+# ----------------------------------------------------------------------------- adding problem
+
+def test_adding_batch_and_constant_baseline():
+    x, y = adding_batch(20000, 12, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (20000, 12, 2)
+    assert torch.all(x[..., 1].sum(-1) == 2)
+    torch.testing.assert_close(y, (x[..., 0] * x[..., 1]).sum(-1))
+    rmse_one = torch.sqrt(((y - 1) ** 2).mean()).item()
+    assert abs(rmse_one - math.sqrt(1 / 6)) < 0.01  # the paper's ~0.41
+    with pytest.raises(ValueError, match="seq_len"):
+        adding_batch(4, 1)
+
+
+def test_adding_task_rmse_of_a_zero_model_matches_the_target_norm():
+    task = AddingTask(get_preset("adding", "smoke"), seed=0)
+    model = task.build_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    x, y = task.eval_set
+    assert task.evaluate(model) == pytest.approx(torch.sqrt((y**2).mean()).item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- configs & regimes
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="readout"):
+        NavigationConfig(readout="middle")
+    with pytest.raises(ValueError, match="lr"):
+        NavigationConfig(lr=-1.0)
+    with pytest.raises(TypeError, match="steps"):
+        NavigationConfig(steps=1.5)
+    with pytest.raises(ValueError, match="sigma2"):
+        NavigationConfig(sigma1=3.0, sigma2=2.0)
+
+
+def test_regime_parsing():
+    assert parse_regime("none").label == "none"
+    assert parse_regime("torus").kind == "moduli"
+    assert parse_regime("torus", trained=True).label == "torus:trained"
+    assert parse_regime("r3:trained:diffusion").label == "r3:trained:diffusion"
+    r = parse_regime("shuffled:klein")
+    assert (r.kind, r.manifold, r.label) == ("shuffled", "klein", "shuffled:klein")
+    for bad in ("bottle", "l1:trained", "torus:hot", "shuffled:trained"):
+        with pytest.raises(ValueError, match="regime"):
+            parse_regime(bad)
+
+
+# ----------------------------------------------------------------------------- runner & resume
+
+FIELDS = {"task", "regime", "sparsity", "seed", "phase", "metric", "value", "config", "version", "timings",
+          "recurrent_sparsity", "lam", "run_id"}
+
+
+def _smoke(task="navigation"):
+    return get_preset(task, "smoke")
+
+
+def test_results_have_fields_and_resume_never_duplicates(tmp_path):
+    cfg = _smoke()
+    regimes = [parse_regime("none")]
+    first = run_sweep("navigation", cfg, regimes, [0.0], [0, 1], tmp_path, preset="smoke", progress=False, log=lambda m: None)
+    assert len(first) == 2
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        rec = json.loads(line)
+        assert FIELDS <= set(rec)
+        assert rec["metric"] == "error_cm" and rec["phase"] == "sparse" and rec["value"] > 0
+        assert rec["config"]["n_hidden"] == cfg.n_hidden
+    before = (tmp_path / "results.jsonl").read_text()
+    again = run_sweep("navigation", cfg, regimes, [0.0], [0, 1, 2], tmp_path, preset="smoke", progress=False, log=lambda m: None)
+    assert [r["seed"] for r in again] == [2]  # only the new seed ran
+    after = (tmp_path / "results.jsonl").read_text()
+    assert after.startswith(before)  # nothing rewritten
+    keys = [(r["run_id"], r["phase"]) for r in read_results(tmp_path)]
+    assert len(keys) == len(set(keys)) == 3
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    cfg = _smoke()
+    run_sweep("navigation", cfg, [parse_regime("none")], [0.0], [0], tmp_path, preset="smoke", progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="different config"):
+        run_sweep("navigation", dataclasses.replace(cfg, n_hidden=12), [parse_regime("none")], [0.0], [0],
+                  tmp_path, preset="smoke", progress=False, log=lambda m: None)
+
+
+def test_incomplete_last_line_is_ignored_and_not_overwritten(tmp_path):
+    append_result(tmp_path, {"task": "x", "run_id": "a", "phase": "sparse"})
+    with open(tmp_path / "results.jsonl", "a") as fh:
+        fh.write('{"task": "x", "run_i')  # a crash mid-write
+    assert [r["run_id"] for r in read_results(tmp_path)] == ["a"]
+    append_result(tmp_path, {"task": "x", "run_id": "b", "phase": "sparse"})
+    text = (tmp_path / "results.jsonl").read_text()
+    assert '{"task": "x", "run_i\n' in text
+    assert [r["run_id"] for r in read_results(tmp_path)] == ["a", "b"] or pytest.fail(text)
+
+
+def test_invalid_sparsity_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="sparsity"):
+        run_sweep("navigation", _smoke(), [parse_regime("none")], [1.2], [0], tmp_path, preset="smoke", progress=False)
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _fake(regime, sparsity, phase, seed, value, lam=1e-6):
+    return {"task": "navigation", "regime": regime, "lam": lam, "sparsity": sparsity, "phase": phase,
+            "metric": "error_cm", "value": value, "seed": seed, "recurrent_sparsity": sparsity}
+
+
+def test_table_mean_and_std():
+    recs = [_fake("torus", 0.9, "sparse", s, v) for s, v in enumerate([4.0, 6.0, 8.0])]
+    recs += [_fake("none", 0.9, "sparse", 0, 50.0), _fake("none", 0.9, "lottery", 0, None)]
+    rows = {(r["column"], r["phase"]): r for r in summarize(recs)}
+    assert rows[("torus", "sparse")]["mean"] == pytest.approx(6.0)
+    assert rows[("torus", "sparse")]["std"] == pytest.approx(2.0)
+    assert rows[("none", "lottery")]["n_diverged"] == 1
+    md = markdown_table(recs)
+    assert "| 90% Sparse | 50.00 n=1 | 6.00 (2.00) n=3 |" in md
+    assert "diverged" in md
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _parser():
+    import moduli.experiments.cli  # noqa: F401  registers the subcommands
+    from moduli.cli import build_parser
+
+    return build_parser()
+
+
+def test_cli_parses_and_builds_the_config():
+    args = _parser().parse_args([
+        "run", "navigation", "--preset", "smoke", "--regime", "torus:trained", "--regime", "l1",
+        "--sparsity", "90%", "--sparsity", "0.75", "--seeds", "2", "--lam", "1e-6", "--n-hidden", "24",
+        "--no-surround",
+    ])
+    assert args.sparsity == [0.9, 0.75] and args.regime == ["torus:trained", "l1"] and args.lam == [1e-6]
+    cfg = config_from_args("navigation", "smoke", args, exclude=("lam",))
+    assert cfg.n_hidden == 24 and cfg.surround is False and cfg.steps == get_preset("navigation", "smoke").steps
+    for bad in (["--sparsity", "1.2"], ["--sparsity", "100%"], ["--seeds", "0"], ["--preset", "gpu"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["run", "navigation", *bad])
+    assert _parser().parse_args(["table", "somewhere"]).dir.name == "somewhere"
+
+
+def test_cli_rejects_an_option_of_the_other_task():
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    args = p.parse_args(["--n-place", "64"])
+    with pytest.raises(ValueError, match="n-place"):
+        config_from_args("adding", "smoke", args)
+
+
+def test_cli_run_table_end_to_end(tmp_path, capsys):
+    from moduli.cli import main
+
+    _parser()
+    out = tmp_path / "r"
+    code = main(["run", "adding", "--preset", "smoke", "--regime", "none", "--seeds", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert (out / "table.csv").exists()
+    assert main(["table", str(out)]) == 0
+    assert "| 0% Sparse |" in capsys.readouterr().out
+    assert main(["table", str(out), "--lam", "0.5"]) == 0  # regime none is always kept
+    assert "| 0% Sparse |" in capsys.readouterr().out
+    assert main(["table", str(tmp_path / "empty")]) == 1
+    assert main(["plot", str(out)]) == 0
+    assert (out / "plots" / "adding_vs_sparsity.png").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- pruning, priors, lottery
+
+def test_sparse_and_lottery_phases_with_priors_and_resume(tmp_path):
+    cfg = dataclasses.replace(_smoke(), lam=1e-2)
+    regimes = [parse_regime("none"), parse_regime("torus:trained")]
+    quiet = dict(preset="smoke", progress=False, log=lambda m: None)
+    recs = run_sweep("navigation", cfg, regimes, [0.5], [0], tmp_path, **quiet)
+    assert [(r["regime"], r["phase"]) for r in recs] == [
+        ("none", "sparse"), ("none", "lottery"), ("torus:trained", "sparse"), ("torus:trained", "lottery")]
+    n = cfg.n_hidden**2
+    for r in recs:
+        # only the recurrent matrix is pruned (the preset's choice), to exactly round(0.5 n) zeros
+        assert r["recurrent_sparsity"] == pytest.approx(round(0.5 * n) / n)
+        assert r["pruned_weights"] == ["rnn.weight_hh_l0"]
+        assert r["model_sparsity"] < r["recurrent_sparsity"]
+    assert len(list((tmp_path / "checkpoints").glob("*-sparse.pt"))) == 2
+    state = torch.load(tmp_path / "checkpoints" / f"{recs[2]['run_id']}-sparse.pt", weights_only=False)
+    trained_points = state["embeddings"]["rnn.weight_hh_l0"][0]
+    assert trained_points.shape == (cfg.n_hidden, 2)
+    # the embedding was trained: it left its initial (seeded) position
+    from moduli import regularizers as rg
+    from moduli.experiments.regimes import build_prior
+    from moduli.experiments.runner import _EMBED_STREAM
+
+    task = NavigationTask(cfg, 0)
+    fresh = rg.attach(task.build_model(), build_prior(regimes[1], cfg), targets=task.recurrent,
+                      generator=torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000))
+    initial = fresh.terms["rnn.weight_hh_l0"].points_out.detach()
+    assert not torch.allclose(initial, trained_points)
+    assert (initial - trained_points).abs().max() < 1.0  # a few small Adam steps
+
+    # an interrupted sweep: the lottery lines are lost; re-running trains only them, from the checkpoints
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    kept = [ln for ln in lines if json.loads(ln)["phase"] == "sparse"]
+    (tmp_path / "results.jsonl").write_text("\n".join(kept) + "\n")
+    again = run_sweep("navigation", cfg, regimes, [0.5], [0], tmp_path, **quiet)
+    assert [r["phase"] for r in again] == ["lottery", "lottery"]
+    for old, new in zip([recs[1], recs[3]], again):
+        assert new["value"] == pytest.approx(old["value"], rel=1e-4)  # same mask, same seeds
+    assert run_sweep("navigation", cfg, regimes, [0.5], [0], tmp_path, **quiet) == []
+    keys = [(r["run_id"], r["phase"]) for r in read_results(tmp_path)]
+    assert len(keys) == len(set(keys)) == 4
+
+
+def test_pruning_every_weight_reports_the_recurrent_matrix_separately(tmp_path):
+    cfg = dataclasses.replace(_smoke(), prune_targets="all")
+    (rec, _) = run_sweep("navigation", cfg, [parse_regime("none")], [0.8], [0], tmp_path, preset="smoke",
+                         progress=False, log=lambda m: None)
+    assert set(rec["pruned_weights"]) == {"encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "decoder.weight"}
+    assert rec["pruned_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert 0 <= rec["recurrent_sparsity"] <= 1 and rec["model_sparsity"] == pytest.approx(rec["pruned_sparsity"])

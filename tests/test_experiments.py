@@ -315,7 +315,19 @@ def test_sparse_and_lottery_phases_with_priors_and_resume(tmp_path):
         assert r["model_sparsity"] < r["recurrent_sparsity"]
     assert len(list((tmp_path / "checkpoints").glob("*-sparse.pt"))) == 2
     state = torch.load(tmp_path / "checkpoints" / f"{recs[2]['run_id']}-sparse.pt", weights_only=False)
-    assert state["embeddings"]["rnn.weight_hh_l0"][0].shape == (cfg.n_hidden, 2)
+    trained_points = state["embeddings"]["rnn.weight_hh_l0"][0]
+    assert trained_points.shape == (cfg.n_hidden, 2)
+    # the embedding was trained: it left its initial (seeded) position
+    from moduli import regularizers as rg
+    from moduli.experiments.regimes import build_prior
+    from moduli.experiments.runner import _EMBED_STREAM
+
+    task = NavigationTask(cfg, 0)
+    fresh = rg.attach(task.build_model(), build_prior(regimes[1], cfg), targets=task.recurrent,
+                      generator=torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000))
+    initial = fresh.terms["rnn.weight_hh_l0"].points_out.detach()
+    assert not torch.allclose(initial, trained_points)
+    assert (initial - trained_points).abs().max() < 1.0  # a few small Adam steps
 
     # an interrupted sweep: the lottery lines are lost; re-running trains only them, from the checkpoints
     lines = (tmp_path / "results.jsonl").read_text().splitlines()

@@ -84,8 +84,9 @@ def plot_model(checkpoint, path, *, neuron: int = 0) -> Path:
     if points is not None:
         pts_out, pts_in = points
         col = w[:, neuron].numpy()  # weights from `neuron` to every neuron
-        sc = axes[1].scatter(pts_out[:, 0].numpy(), pts_out[:, 1].numpy() if pts_out.shape[1] > 1 else torch.zeros(len(col)).numpy(),
-                             c=col, cmap="coolwarm", s=12)
+        vmax = float(abs(col).max()) or 1.0
+        y = pts_out[:, 1].numpy() if pts_out.shape[1] > 1 else torch.zeros(len(col)).numpy()
+        sc = axes[1].scatter(pts_out[:, 0].numpy(), y, c=col, cmap="coolwarm", vmin=-vmax, vmax=vmax, s=12)
         axes[1].scatter([float(pts_in[neuron, 0])], [float(pts_in[neuron, 1]) if pts_in.shape[1] > 1 else 0.0],
                         marker="*", s=150, c="k")
         axes[1].set_title(f"weights from neuron {neuron} at the embedding")

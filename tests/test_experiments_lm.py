@@ -310,6 +310,10 @@ def test_digits_mlp_learns_and_cnn_pruning_spares_the_readout(tmp_path):
         assert abs(r["recurrent_sparsity"] - 0.9) < 0.01
         assert r["model_sparsity"] < 0.5  # the readout (512 x 10) is not pruned
         assert 0.0 <= r["value"] <= 1.0
+    from moduli.experiments.plot import plot_directory
+
+    paths = plot_directory(tmp_path / "cnn")  # no W_hh to draw: only the metric plot
+    assert [p.name for p in paths] == ["digits_vs_sparsity.png"]
 
 
 def test_prior_strength_changes_the_trained_digits_model(tmp_path):

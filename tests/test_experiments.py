@@ -296,6 +296,9 @@ def test_cli_run_table_end_to_end(tmp_path, capsys):
     assert (out / "table.csv").exists()
     assert main(["table", str(out)]) == 0
     assert "| 0% Sparse |" in capsys.readouterr().out
+    assert main(["table", str(out), "--lam", "0.5"]) == 0  # regime none is always kept
+    assert "| 0% Sparse |" in capsys.readouterr().out
+    assert main(["table", str(tmp_path / "empty")]) == 1
 
 
 # ----------------------------------------------------------------------------- pruning, priors, lottery

@@ -21,7 +21,7 @@ contract suite ``tests/test_backend_contract.py`` by adding a case to its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, Union, runtime_checkable
 
 __all__ = [

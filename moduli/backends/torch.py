@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -180,12 +180,8 @@ class TorchBackend(Backend):
             targets_list, single = [targets], True
         elif callable(targets):
             for lay, e in layouts:
-                if targets(e[0], effective_weight(e[1], e[3])):
-                    if lay is None:
-                        raise ValueError(
-                            f"the predicate selected {e[0]} of shape {tuple(e[4].shape)}, which has no "
-                            "neuron layout (only weights with >= 2 dimensions do)"
-                        )
+                # the predicate only sees weights with a neuron layout (>= 2 dimensions)
+                if lay is not None and targets(e[0], effective_weight(e[1], e[3])):
                     add(e[0])
             if not chosen:
                 raise ValueError(f"the targets predicate matched no parameter of {type(model).__name__}")
@@ -290,25 +286,139 @@ class Embedding(nn.Module):
         return f"n={n}, manifold={self.manifold!r}, trainable={self.trainable}"
 
 
+# Entries per row chunk when recomputing trained coefficients: small enough for
+# the chunk's temporaries to stay in cache, large enough to amortize Python.
+_CHUNK_ENTRIES = 2**18
+
+
 class _FixedPenalty(torch.autograd.Function):
     """``sum C |W|^l`` with a hand-written backward (no autograd temporaries)."""
 
     @staticmethod
-    def forward(ctx, weight, coeff, exponent, slice_norm, reduction):
+    def forward(ctx, weight, coeff, term):
         from ..regularizers.priors import weighted_penalty
 
         ctx.save_for_backward(weight, coeff)
-        ctx.args = (exponent, slice_norm, reduction)
-        return weighted_penalty(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction)
+        ctx.term = term
+        return weighted_penalty(weight, coeff, term.exponent, slice_norm=term.layout.slice_norm,
+                                reduction=term.reduction, workspace=term._workspace(weight))
 
     @staticmethod
     def backward(ctx, grad_out):
         from ..regularizers.priors import penalty_gradient
 
         weight, coeff = ctx.saved_tensors
-        exponent, slice_norm, reduction = ctx.args
-        g = penalty_gradient(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction)
-        return grad_out * g, None, None, None, None
+        term = ctx.term
+        g = penalty_gradient(weight, coeff, term.exponent, slice_norm=term.layout.slice_norm,
+                             reduction=term.reduction)
+        return g.mul_(grad_out), None, None
+
+
+def _live_pass(term, p_out: Tensor, p_in: Optional[Tensor], weight: Tensor, *,
+               weight_grad: Optional[Tensor] = None, alpha: float = 1.0, accumulate: bool = False):
+    """Value, point gradients and (optionally) weight gradient of a trained term.
+
+    One sweep over row chunks of output neurons: for each chunk the
+    distances are built for ``chunk x n_in`` entries, ``f`` and ``f'`` come in
+    closed form, the distance graph is differentiated at once, and the
+    chunk's rows of ``dR/dW`` are written. No ``(n, n)`` autograd temporaries
+    and no ``(n, n, k)`` ones; no full coefficient matrix is stored.
+
+    Parameters
+    ----------
+    weight_grad : Tensor, optional
+        Shaped like ``weight``: receives ``alpha * dR/dW`` (added to it when
+        ``accumulate``, else overwritten).
+
+    Returns
+    -------
+    value : Tensor, shape=[]
+    g_out : Tensor, shape=[n_out, coord_dim]
+    g_in : Tensor or None, shape=[n_in, coord_dim] (None when shared)
+    """
+    from ..regularizers.priors import magnitude, penalty_gradient
+
+    lay = term.layout
+    prior = term.prior
+    n_out, cols, blocks = lay.n_out, lay.n_in // lay.groups, lay.blocks
+    scale = 1.0 / (blocks * n_out * cols) if term.reduction == "mean" else 1.0
+    w = weight.detach()
+    wv = w.view(blocks, n_out, *w.shape[1:])
+    gv = None if weight_grad is None else weight_grad.view(blocks, n_out, *w.shape[1:])
+    x = p_out.detach()
+    y = x if p_in is None else p_in.detach()
+    g_out = torch.zeros_like(x)
+    g_in = None if p_in is None else torch.zeros_like(y)
+    value = torch.zeros((), dtype=w.dtype, device=w.device)
+    step = max(1, _CHUNK_ENTRIES // max(1, y.shape[0] * blocks))
+    with torch.enable_grad():
+        yl = y.detach().requires_grad_(True)
+        for r0 in range(0, n_out, step):
+            r1 = min(n_out, r0 + step)
+            rows = r1 - r0
+            w_chunk = wv[:, r0:r1].reshape(blocks * rows, *w.shape[1:])
+            with torch.no_grad():
+                a = magnitude(w_chunk, term.exponent, lay.slice_norm).reshape(blocks, rows, cols).sum(0)
+            xl = x[r0:r1].detach().requires_grad_(True)
+            d = prior.manifold.cdist(xl, yl, validate=False)
+            if lay.groups > 1:
+                c = _group_gather(prior.inhibitor(d), lay.groups, row0=r0, n_out=n_out)
+                s = (c * a).sum()
+                gx, gy = torch.autograd.grad(s, (xl, yl))
+                c = c.detach()
+            else:
+                # closed-form f' (no autograd graph through the inhibitor)
+                c, fprime = prior.inhibitor.value_and_derivative(d.detach())
+                with torch.no_grad():
+                    s = torch.dot(c.reshape(-1), a.reshape(-1))
+                    fprime.mul_(a)
+                gx, gy = torch.autograd.grad(d, (xl, yl), grad_outputs=fprime)
+            with torch.no_grad():
+                g_out[r0:r1] += gx
+                if g_in is None:
+                    g_out += gy
+                else:
+                    g_in += gy
+                value += s.detach()
+                if gv is not None:
+                    g = penalty_gradient(w_chunk, c, term.exponent, slice_norm=lay.slice_norm,
+                                         scale=alpha * scale).view(blocks, rows, *w.shape[1:])
+                    if accumulate:
+                        gv[:, r0:r1] += g
+                    else:
+                        gv[:, r0:r1] = g
+    if scale != 1.0:
+        value *= scale
+        g_out *= scale
+        if g_in is not None:
+            g_in *= scale
+    return value, g_out, g_in
+
+
+class _LivePenalty(torch.autograd.Function):
+    """A trained term: forward computes the value and every gradient in one sweep.
+
+    Backward only scales the stored gradients, so it supports a single
+    backward pass (``retain_graph`` re-use raises).
+    """
+
+    @staticmethod
+    def forward(ctx, p_out, p_in, weight, term):
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if weight.requires_grad else None
+        value, g_out, g_in = _live_pass(term, p_out, p_in, weight, weight_grad=gw)
+        ctx.grads = (g_out, g_in, gw)
+        ctx.shared = g_in is None
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.grads is None:
+            raise RuntimeError("the trained-embedding penalty supports one backward pass per penalty() call")
+        g_out, g_in, gw = ctx.grads
+        ctx.grads = None
+        if gw is not None:
+            gw.mul_(grad_out)
+        return g_out.mul_(grad_out), (None if ctx.shared else g_in.mul_(grad_out)), gw, None
 
 
 class Term(nn.Module):
@@ -367,6 +477,13 @@ class Term(nn.Module):
             return self.coeff
         return self._live_base()
 
+    def _live_base(self) -> Tensor:
+        """Coefficients recomputed from the (trained) embeddings, shape=[n_out, n_in // groups]."""
+        p_out = self._emb_out.points
+        p_in = None if self._emb_in is self._emb_out else self._emb_in.points
+        c = self.prior.coefficients(p_out, p_in, validate=False)
+        return _group_gather(c, self.layout.groups)
+
     def coefficients(self) -> Tensor:
         """``f(d(i(j), i(k)))`` with the weight's shape for matrices (gate
         blocks repeat the neurons' coefficients) and ``(out_channels,
@@ -382,29 +499,45 @@ class Term(nn.Module):
     # ------------------------------------------------------------ penalty
     def penalty(self) -> Tensor:
         """This term of Eq. 6, shape=[]."""
-        from ..regularizers.priors import weighted_penalty
-
         w = self.weight()
-        base = self._base()
-        if base is None:  # L1 on every entry, exactly sum |w|
+        base = None if self.live else self._base()
+        if self._emb_out is None:  # L1 on every entry, exactly sum |w|
             total = w.abs().sum()
             return total / w.numel() if self.reduction == "mean" else total
-        if self.live:
-            return weighted_penalty(w, base, self.exponent, slice_norm=self.layout.slice_norm,
+        if self.live and not torch.is_grad_enabled():
+            from ..regularizers.priors import weighted_penalty
+
+            return weighted_penalty(w, self._live_base(), self.exponent, slice_norm=self.layout.slice_norm,
                                     reduction=self.reduction)
-        return _FixedPenalty.apply(w, base, self.exponent, self.layout.slice_norm, self.reduction)
+        if self.live:
+            shared = self._emb_in is self._emb_out
+            return _LivePenalty.apply(self._emb_out.points, None if shared else self._emb_in.points, w, self)
+        return _FixedPenalty.apply(w, base, self)
+
+    def _workspace(self, like: Tensor) -> Tensor:
+        """Scratch memory shaped like the weight, reused across calls."""
+        ws = self.__dict__.get("_ws")
+        if ws is None or ws.shape != like.shape or ws.dtype != like.dtype or ws.device != like.device:
+            ws = torch.empty_like(like, memory_format=torch.contiguous_format)
+            self.__dict__["_ws"] = ws
+        return ws
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, kind={self.kind}, shape={self.layout.shape}, live={self.live}"
 
 
-def _group_gather(c: Tensor, groups: int) -> Tensor:
-    """(out, in) coefficients -> (out, in // groups) for a grouped convolution."""
+def _group_gather(c: Tensor, groups: int, *, row0: int = 0, n_out: Optional[int] = None) -> Tensor:
+    """(out, in) coefficients -> (out, in // groups) for a grouped convolution.
+
+    ``c`` may hold the rows ``row0 : row0 + len(c)`` of ``n_out`` output channels.
+    """
     if groups == 1:
         return c
-    out, cin = c.shape
-    ipg, opg = cin // groups, out // groups
-    idx = (torch.arange(out, device=c.device) // opg)[:, None] * ipg + torch.arange(ipg, device=c.device)
+    rows, cin = c.shape
+    n_out = rows if n_out is None else n_out
+    ipg, opg = cin // groups, n_out // groups
+    out_idx = torch.arange(row0, row0 + rows, device=c.device)
+    idx = (out_idx // opg)[:, None] * ipg + torch.arange(ipg, device=c.device)
     return torch.gather(c, 1, idx)
 
 
@@ -497,7 +630,7 @@ class PriorSet(nn.Module):
         """Move buffers/embeddings to the model's device and dtype if it moved."""
         if not self.terms:
             return
-        w = next(iter(self.terms.values())).weight()
+        w = next(iter(self.terms.values())).parameter()  # the stored leaf: no computation
         for t in self.term.values():
             if t.coeff.numel() and (t.coeff.device != w.device or t.coeff.dtype != w.dtype):
                 self.to(device=w.device, dtype=w.dtype)
@@ -532,39 +665,6 @@ class PriorSet(nn.Module):
                 )
         raise ValueError("the prior penalty is not finite (the embeddings or coefficients contain NaN/inf)")
 
-    @torch.no_grad()
-    def _fused_weights(self, lam: float) -> tuple[Tensor, list]:
-        from ..regularizers.priors import penalty_gradient, weighted_penalty
-
-        value = None
-        live = []
-        for term in self.terms.values():
-            w = term.weight().detach()
-            base = term._base() if not term.live else None
-            if term.live:
-                with torch.enable_grad():
-                    base_live = term._base()
-                live.append((term, base_live))
-                base = base_live.detach()
-            param = term.parameter()
-            if base is None:
-                g = w.sign()
-                if term.reduction == "mean":
-                    g = g / w.numel()
-                v = w.abs().sum() / (w.numel() if term.reduction == "mean" else 1)
-            else:
-                g = penalty_gradient(w, base, term.exponent, slice_norm=term.layout.slice_norm,
-                                     reduction=term.reduction)
-                v = weighted_penalty(w, base, term.exponent, slice_norm=term.layout.slice_norm,
-                                     reduction=term.reduction) if self.check_finite else None
-            if param.grad is None:
-                param.grad = g.mul_(lam)
-            else:
-                param.grad.add_(g, alpha=lam)
-            if v is not None:
-                value = v if value is None else value + v
-        return value, live
-
     def add_penalty_grad_(self, lam: float) -> Optional[Tensor]:
         """Fused gradient step: add ``lam * d penalty / dW`` to each weight's ``.grad``.
 
@@ -574,8 +674,8 @@ class PriorSet(nn.Module):
         it after ``loss.backward()`` and before ``optimizer.step()``, instead
         of adding ``lam * penalty()`` to the loss. Pruned weights receive the
         gradient on ``<name>_orig`` (zero where the mask is zero). Trained
-        embeddings get their gradient through a small autograd pass over the
-        coefficients only (weights detached).
+        embeddings receive ``lam * d penalty / d u`` as well (coefficients
+        recomputed in row chunks, as in :meth:`penalty`).
 
         Parameters
         ----------
@@ -587,26 +687,61 @@ class PriorSet(nn.Module):
         Tensor or None
             The penalty value (detached) when ``check_finite`` is true, else None.
         """
+        from ..regularizers.priors import penalty_gradient, weighted_penalty
+
         if isinstance(lam, bool) or not isinstance(lam, (int, float)):
             raise TypeError(f"lam must be a real number; got {type(lam).__name__}")
+        lam = float(lam)
         self._follow_model()
-        value, live = self._fused_weights(float(lam))
-        if live:
-            from ..regularizers.priors import magnitude
-
-            surrogate = None
-            for term, base in live:
+        value = None
+        points, point_grads = [], []
+        for term in self.terms.values():
+            with torch.no_grad():
                 w = term.weight().detach()
-                lay = term.layout
-                mag = magnitude(w, term.exponent, lay.slice_norm).reshape(-1, lay.n_out, base.shape[-1])
-                s = (base * mag).sum()
-                if term.reduction == "mean":
-                    s = s / mag.numel()
-                surrogate = s if surrogate is None else surrogate + s
-            params = [p for p in self.parameters() if p.requires_grad]
-            if params and surrogate.requires_grad:
-                torch.autograd.backward(float(lam) * surrogate, inputs=params)
-        if value is not None and not bool(torch.isfinite(value)):
+                param = term.parameter()
+                v = None
+                if term._emb_out is None:  # L1
+                    g = torch.sign(w, out=term._workspace(w))
+                    scale = lam / w.numel() if term.reduction == "mean" else lam
+                    if self.check_finite:
+                        v = w.abs().sum() / (w.numel() if term.reduction == "mean" else 1)
+                else:
+                    scale = lam
+                    if term.live:
+                        shared = term._emb_in is term._emb_out
+                        with torch.enable_grad():
+                            p_out = term._emb_out.points
+                            p_in = None if shared else term._emb_in.points
+                        if param.grad is None:
+                            param.grad = torch.zeros_like(param)
+                        v, g_out, g_in = _live_pass(term, p_out, p_in, w, weight_grad=param.grad,
+                                                    alpha=lam, accumulate=True)
+                        points.append(p_out)
+                        point_grads.append(g_out.mul_(lam))
+                        if not shared:
+                            points.append(p_in)
+                            point_grads.append(g_in.mul_(lam))
+                        if v is not None:
+                            value = v if value is None else value + v
+                        continue
+                    else:
+                        base = term._base()
+                        if self.check_finite:
+                            v = weighted_penalty(w, base, term.exponent, slice_norm=term.layout.slice_norm,
+                                                 reduction=term.reduction, workspace=term._workspace(w))
+                    g = penalty_gradient(w, base, term.exponent, slice_norm=term.layout.slice_norm,
+                                         reduction=term.reduction, out=term._workspace(w))
+                if param.grad is None:
+                    param.grad = g.mul(scale)
+                else:
+                    param.grad.add_(g, alpha=scale)
+                if v is not None:
+                    value = v if value is None else value + v
+        if points:
+            torch.autograd.backward(points, point_grads)
+        if not self.check_finite:
+            return None
+        if not bool(torch.isfinite(value)):
             self._raise_not_finite()
         return value
 
@@ -665,15 +800,6 @@ class PriorSet(nn.Module):
     def extra_repr(self) -> str:
         return f"prior={self.prior!r}, targets={list(self.terms)}, frozen={self._frozen}"
 
-
-def _live_base(self: Term) -> Tensor:
-    p_out = self._emb_out.points
-    p_in = self._emb_in.points
-    c = self.prior.coefficients(p_out, None if self._emb_in is self._emb_out else p_in, validate=False)
-    return _group_gather(c, self.layout.groups)
-
-
-Term._live_base = _live_base
 
 
 def _group_sizes(layouts: list[TargetLayout]) -> dict[str, int]:

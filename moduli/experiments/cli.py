@@ -6,6 +6,7 @@ Importing this module registers them with :mod:`moduli.cli`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def _table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl)")
     p.add_argument("--csv", type=Path, default=None, help="CSV path (default: DIR/table.csv)")
     p.add_argument("--task", choices=sorted(TASKS), default=None, help="only this task")
+    p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
+                   help="only these lambdas (repeatable; regime none is always shown)")
 
 
 @command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
@@ -113,6 +116,8 @@ def table(args: argparse.Namespace) -> int:
     records = read_results(args.dir)
     if args.task:
         records = [r for r in records if r["task"] == args.task]
+    if args.lam:
+        records = [r for r in records if r["regime"] == "none" or any(math.isclose(r["lam"], x) for x in args.lam)]
     if not records:
         print(f"moduli table: no results in {args.dir}", file=sys.stderr)
         return 1

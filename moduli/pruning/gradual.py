@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn

@@ -51,7 +51,8 @@ def attach(model, prior: Prior, targets="recurrent", *, points: Optional[dict] =
         weights, channels embedded, L2 norm per kernel slice), a list of
         those kinds and/or parameter names (as in ``model.named_parameters()``;
         ``"<name>_orig"`` of a pruned weight is accepted too), or a predicate
-        ``(name, weight) -> bool``.
+        ``(name, weight) -> bool`` called on every parameter with at least two
+        dimensions (biases are never targets).
     points : dict, optional
         Embeddings to use instead of random ones: keys are neuron groups
         (``priors.embeddings``) or target names; values are tensors of shape

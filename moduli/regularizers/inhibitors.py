@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -81,6 +81,29 @@ class Inhibitor:
         if not d.is_floating_point():
             raise TypeError(f"d must have a floating-point dtype; got {d.dtype}")
         return self.forward(d)
+
+    def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        """``f(d)`` and ``f'(d)`` elementwise, without building an autograd graph.
+
+        The base class differentiates :meth:`forward` with autograd; built-in
+        inhibitors override this with closed forms (used by trained
+        embeddings, where it saves most of the inhibitor's cost).
+
+        Parameters
+        ----------
+        d : Tensor, shape=[...]
+
+        Returns
+        -------
+        value, derivative : Tensor, shape=[...]
+        """
+        with torch.enable_grad():
+            dd = d.detach().requires_grad_(True)
+            value = self(dd)
+            (grad,) = torch.autograd.grad(value.sum(), dd, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(dd)
+        return value.detach(), grad
 
     # --------------------------------------------------------------- checks
     def check_range(self, diameter: float, *, dtype: torch.dtype = torch.float64) -> tuple[float, float]:
@@ -224,6 +247,16 @@ class DifferenceOfGaussians(Inhibitor):
         d2 = d * d
         return self.c - self.c * (torch.exp(-d2 / self.sigma2**2) - torch.exp(-d2 / self.sigma1**2))
 
+    @torch.no_grad()
+    def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        # f' = 2 c d (e2 / s2^2 - e1 / s1^2) with e_i = exp(-d^2 / s_i^2)
+        d2 = d * d
+        e2 = torch.mul(d2, -1.0 / self.sigma2**2).exp_()
+        e1 = d2.mul_(-1.0 / self.sigma1**2).exp_()
+        value = torch.sub(e1, e2).mul_(self.c).add_(self.c)
+        deriv = e2.mul_(1.0 / self.sigma2**2).sub_(e1.mul_(1.0 / self.sigma1**2)).mul_(d).mul_(2.0 * self.c)
+        return value, deriv
+
     def __repr__(self) -> str:
         return f"DifferenceOfGaussians(c={self.c:g}, sigma1={self.sigma1:g}, sigma2={self.sigma2:g})"
 
@@ -273,6 +306,15 @@ class Ricker(Inhibitor):
         r = d * d / self.sigma**2
         return self.c * (1.0 - (1.0 - r) * torch.exp(-0.5 * r))
 
+    @torch.no_grad()
+    def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        # with r = d^2/s^2 and e = exp(-r/2): f = c (1 - (1 - r) e), f' = c e (3 - r) d / s^2
+        r = torch.mul(d, d).mul_(1.0 / self.sigma**2)
+        e = torch.mul(r, -0.5).exp_()
+        value = torch.sub(r, 1.0).mul_(e).add_(1.0).mul_(self.c)
+        deriv = r.neg_().add_(3.0).mul_(e).mul_(d).mul_(self.c / self.sigma**2)
+        return value, deriv
+
     def __repr__(self) -> str:
         return f"Ricker(sigma={self.sigma:g}, c={self.c:g})"
 
@@ -308,6 +350,15 @@ class Diffusion(Inhibitor):
             return self.c * d
         return self.c * d.abs().pow(self.power)
 
+    @torch.no_grad()
+    def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        if self.power == 1:
+            return self.c * d, torch.full_like(d, self.c)
+        if self.power == 2:
+            return self.c * d * d, (2.0 * self.c) * d
+        a = d.abs()
+        return self.c * a.pow(self.power), (self.c * self.power) * a.pow(self.power - 1.0)
+
     def __repr__(self) -> str:
         return f"Diffusion(c={self.c:g}, power={self.power:g})"
 
@@ -329,6 +380,11 @@ class Sinusoid(Inhibitor):
 
     def forward(self, d: Tensor) -> Tensor:
         return self.c + self.c * torch.cos(self.mu * d)
+
+    @torch.no_grad()
+    def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        md = self.mu * d
+        return torch.cos(md).mul_(self.c).add_(self.c), md.sin_().mul_(-self.c * self.mu)
 
     def __repr__(self) -> str:
         return f"Sinusoid(c={self.c:g}, mu={self.mu:g})"

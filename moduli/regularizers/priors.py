@@ -223,7 +223,7 @@ def magnitude(weight: Tensor, exponent: float, slice_norm: bool) -> Tensor:
 
 
 def weighted_penalty(weight: Tensor, coefficients: Tensor, exponent: float, *, slice_norm: bool = False,
-                     reduction: str = "sum") -> Tensor:
+                     reduction: str = "sum", workspace: Optional[Tensor] = None) -> Tensor:
     """Eq. 6 for one weight: ``sum C * |W|^l`` (or ``mean``).
 
     ``coefficients`` broadcasts against ``weight`` viewed as
@@ -240,29 +240,43 @@ def weighted_penalty(weight: Tensor, coefficients: Tensor, exponent: float, *, s
         Use the L2 norm of each kernel slice (convolutions).
     reduction : {"sum", "mean"}
         ``"mean"`` divides by the number of (broadcast) coefficients.
+    workspace : Tensor, optional
+        Scratch memory shaped like ``weight`` (used when ``exponent == 1``
+        and ``slice_norm`` is false, to avoid a fresh allocation). Not for
+        autograd: pass it only under ``torch.no_grad()``.
 
     Returns
     -------
     Tensor, shape=[]
     """
-    mag = magnitude(weight, exponent, slice_norm)
     n_out, n_in = coefficients.shape[-2:]
-    mag = mag.reshape(-1, n_out, n_in)
-    if coefficients.ndim == 2 and mag.shape[0] == 1:
-        total = torch.dot(coefficients.reshape(-1), mag.reshape(-1))
+    if workspace is not None and exponent == 1.0 and not slice_norm:
+        mag = torch.abs(weight, out=workspace)
     else:
-        total = (coefficients * mag).sum()
+        mag = magnitude(weight, exponent, slice_norm)
+    mag = mag.reshape(-1, n_out, n_in)
+    if mag.shape[0] == 1:
+        total = torch.dot(coefficients.reshape(-1), mag.reshape(-1))
+    elif coefficients.ndim == 2:
+        total = torch.dot(coefficients.reshape(-1), mag.sum(0).reshape(-1))
+    else:
+        total = torch.dot(coefficients.reshape(-1), mag.reshape(-1))
     if reduction == "mean":
         total = total / mag.numel()
     return total
 
 
 def penalty_gradient(weight: Tensor, coefficients: Tensor, exponent: float, *, slice_norm: bool = False,
-                     reduction: str = "sum") -> Tensor:
+                     reduction: str = "sum", scale: float = 1.0, out: Optional[Tensor] = None) -> Tensor:
     """Gradient of :func:`weighted_penalty` in ``weight``, without autograd.
 
     ``l C sign(W) |W|^(l-1)`` per entry, or ``l C ||T||^(l-2) T`` per kernel
-    slice (zero where the slice is zero).
+    slice (zero where the slice is zero), times ``scale``.
+
+    Parameters
+    ----------
+    out : Tensor, optional
+        Write the result here (shaped like ``weight``; not ``weight`` itself).
 
     Returns
     -------
@@ -270,9 +284,10 @@ def penalty_gradient(weight: Tensor, coefficients: Tensor, exponent: float, *, s
     """
     n_out, n_in = coefficients.shape[-2:]
     blocks = weight.shape[0] // n_out
-    c = coefficients.expand(blocks, n_out, n_in).reshape(weight.shape[0], n_in)
-    scale = 1.0 / (blocks * n_out * n_in) if reduction == "mean" else 1.0
+    if reduction == "mean":
+        scale = scale / (blocks * n_out * n_in)
     if slice_norm:
+        c = coefficients.expand(blocks, n_out, n_in).reshape(weight.shape[0], n_in)
         sq = (weight * weight).flatten(2).sum(-1)
         if exponent == 2.0:
             factor = 2.0 * c
@@ -280,10 +295,18 @@ def penalty_gradient(weight: Tensor, coefficients: Tensor, exponent: float, *, s
             positive = sq > 0
             safe = torch.where(positive, sq, torch.ones_like(sq))
             factor = torch.where(positive, exponent * c * safe.pow(0.5 * exponent - 1.0), torch.zeros_like(sq))
-        factor = factor.reshape(factor.shape + (1,) * (weight.ndim - 2))
-        return (scale * factor) * weight
+        factor = (scale * factor).reshape(factor.shape + (1,) * (weight.ndim - 2))
+        return torch.mul(factor, weight, out=out) if out is not None else factor * weight
     if exponent == 1.0:
-        return (scale * c) * weight.sign()
-    if exponent == 2.0:
-        return (2.0 * scale * c) * weight
-    return (exponent * scale * c) * weight.sign() * weight.abs().pow(exponent - 1.0)
+        g = torch.sign(weight, out=out) if out is not None else torch.sign(weight)
+    elif exponent == 2.0:
+        g = torch.mul(weight, 2.0, out=out) if out is not None else 2.0 * weight
+    else:
+        g = weight.sign() * weight.abs().pow(exponent - 1.0) * exponent
+        if out is not None:
+            out.copy_(g)
+            g = out
+    g.view(-1, n_out, n_in).mul_(coefficients)
+    if scale != 1.0:
+        g.mul_(scale)
+    return g

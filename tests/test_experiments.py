@@ -299,6 +299,8 @@ def test_cli_run_table_end_to_end(tmp_path, capsys):
     assert main(["table", str(out), "--lam", "0.5"]) == 0  # regime none is always kept
     assert "| 0% Sparse |" in capsys.readouterr().out
     assert main(["table", str(tmp_path / "empty")]) == 1
+    assert main(["plot", str(out)]) == 0
+    assert (out / "plots" / "adding_vs_sparsity.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- pruning, priors, lottery

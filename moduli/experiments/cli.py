@@ -130,6 +130,8 @@ def table(args: argparse.Namespace) -> int:
 def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl)")
     p.add_argument("--run", default=None, help="run id whose trained model to draw (default: the first moduli run)")
+    p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
+                   help="only these lambdas (repeatable; regime none is always shown)")
 
 
 @command("plot", "write PNGs: metric versus sparsity per regime, and the weights of one trained model")(_plot_args)
@@ -137,7 +139,7 @@ def plot(args: argparse.Namespace) -> int:
     from .plot import plot_directory
 
     try:
-        paths = plot_directory(args.dir, run_id=args.run)
+        paths = plot_directory(args.dir, run_id=args.run, lams=args.lam)
     except (FileNotFoundError, ValueError) as exc:
         print(f"moduli plot: {exc}", file=sys.stderr)
         return 1

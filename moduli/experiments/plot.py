@@ -101,14 +101,19 @@ def plot_model(checkpoint, path, *, neuron: int = 0) -> Path:
     return path
 
 
-def plot_directory(out, *, run_id: Optional[str] = None) -> list[Path]:
+def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = None) -> list[Path]:
     """Write ``out/plots/TASK_vs_sparsity.png`` per task and one model picture.
 
     The model picture uses the checkpoint of ``run_id`` (default: the first
-    moduli-regime checkpoint, else the first checkpoint).
+    moduli-regime checkpoint, else the first checkpoint). ``lams`` keeps only
+    results with those lambdas (regime ``none`` always kept).
     """
+    import math
+
     out = Path(out)
     records = read_results(out)
+    if lams:
+        records = [r for r in records if r["regime"] == "none" or any(math.isclose(r["lam"], x) for x in lams)]
     if not records:
         raise FileNotFoundError(f"no results in {out}")
     plots = out / "plots"

@@ -1,7 +1,8 @@
 """Experiments of the moduli-regularization paper: tasks, configs, runner, tables.
 
 ``import moduli.experiments.cli`` registers the ``moduli run``, ``moduli table``
-and ``moduli plot`` subcommands.
+and ``moduli plot`` subcommands; ``import moduli.experiments.sweep`` registers
+``moduli sweep``.
 """
 
 from .adding import AddingRNN, adding_batch
@@ -14,6 +15,7 @@ from .regimes import Regime, parse_regime
 from .runner import RunSpec, plan_runs, read_results, run_sweep
 from .table import markdown_table, summarize, write_csv
 from .tasks import AddingTask, NavigationTask, make_task
+from . import digits, lm  # noqa: E402  (register the "digits" and "lm" tasks)
 
 __all__ = [
     "AddingRNN", "adding_batch", "PRESETS", "AddingConfig", "NavigationConfig", "TrainConfig", "get_preset",

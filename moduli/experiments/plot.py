@@ -70,6 +70,8 @@ def plot_model(checkpoint, path, *, neuron: int = 0) -> Path:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = state["model"]
     name = "rnn.weight_hh_l0"
+    if name not in model and name + "_orig" not in model:
+        raise ValueError(f"{checkpoint} has no recurrent matrix {name} to draw")
     if name + "_orig" in model:
         w = model[name + "_orig"] * model[name + "_mask"]
     else:
@@ -128,5 +130,9 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
     preferred = [c for c in ckpts if c.name[: -len("-sparse.pt")] in moduli_runs]
     chosen = (preferred or ckpts)[:1]
     for c in chosen:
-        paths.append(plot_model(c, plots / f"{c.name[: -len('.pt')]}_weights.png"))
+        try:
+            paths.append(plot_model(c, plots / f"{c.name[: -len('.pt')]}_weights.png"))
+        except ValueError:  # a non-recurrent model (digits): no W_hh picture
+            if run_id is not None:
+                raise
     return paths

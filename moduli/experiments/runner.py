@@ -237,14 +237,16 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
     params = [p for p in model.parameters() if p.requires_grad]
     if priors is not None:
         params += [p for p in priors.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    epoch_starts = {round(k * cfg.steps / cfg.epochs) for k in range(cfg.epochs)}
+    opt = task.optimizer(params)
+    epoch_starts = {round(k * cfg.steps / cfg.epochs): k for k in range(cfg.epochs)}
     losses = []
     diverged = False
     bar = _tqdm(range(cfg.steps), desc, progress)
     for step in bar:
-        if pruner is not None and step in epoch_starts:
-            pruner.step()
+        if step in epoch_starts:
+            task.begin_epoch(model, opt, epoch_starts[step])
+            if pruner is not None:
+                pruner.step()
         loss = task.loss(model, task.sample(generator))
         if not torch.isfinite(loss):
             diverged = True

@@ -11,7 +11,7 @@ from .adding import AddingRNN, adding_batch
 from .config import AddingConfig, NavigationConfig, TrainConfig
 from .navigation import NavigationRNN, PlaceCells, TrajectoryGenerator, navigation_loss, position_error_cm
 
-__all__ = ["Task", "NavigationTask", "AddingTask", "make_task"]
+__all__ = ["Task", "NavigationTask", "AddingTask", "make_task", "register_task", "TASK_TYPES"]
 
 # Offsets that keep the random streams of one seed apart.
 _EVAL_STREAM, _TASK_STREAM = 1_000_003, 2_000_003
@@ -23,12 +23,22 @@ class Task:
     Attributes
     ----------
     metric : str
-        Name of the reported number (lower is better).
+        Name of the reported number.
+    higher_is_better : bool
+        False (default) for errors and perplexities, True for accuracies.
     recurrent : list of str
-        Qualified names of the recurrent (hidden update) matrices.
+        Qualified names of the recurrent (hidden update) matrices; for a
+        non-recurrent task, the weights that carry the prior and are pruned
+        under ``prior_targets="recurrent"`` / ``prune_targets="recurrent"``.
+
+    Two optional hooks shape the training loop: :meth:`optimizer` (default:
+    Adam with ``cfg.lr``) and :meth:`begin_epoch` (default: nothing), called at
+    the start of every pruning epoch of a phase before that epoch's pruning
+    step (epoch 0 starts a new phase).
     """
 
     metric: str = ""
+    higher_is_better: bool = False
     recurrent: list[str] = []
 
     def __init__(self, cfg: TrainConfig, seed: int):
@@ -47,6 +57,13 @@ class Task:
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> float:
         raise NotImplementedError
+
+    def optimizer(self, params) -> torch.optim.Optimizer:
+        """The optimizer of a training phase (a new one per phase)."""
+        return torch.optim.Adam(params, lr=self.cfg.lr)
+
+    def begin_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """Called at the start of pruning epoch ``epoch`` (0, 1, ...) of a phase."""
 
 
 class NavigationTask(Task):
@@ -125,10 +142,40 @@ class AddingTask(Task):
         return math.sqrt(sq / x.shape[0])
 
 
+# Tasks defined in their own modules (moduli.experiments.lm, .digits) add themselves here.
+TASK_TYPES: dict[str, type] = {}
+
+
+def register_task(name: str, task_type: type, config_type: type, presets: dict) -> None:
+    """Make ``name`` a task of the runner and the command line.
+
+    Parameters
+    ----------
+    name : str
+    task_type : type
+        A :class:`Task` subclass, constructed as ``task_type(cfg, seed)``.
+    config_type : type
+        Its :class:`TrainConfig` subclass.
+    presets : dict
+        ``{"paper": cfg, "cpu": cfg, "smoke": cfg}``.
+    """
+    from .config import PRESETS, TASKS
+
+    missing = sorted(set(PRESETS) - set(presets))
+    if missing:
+        raise ValueError(f"task {name!r} needs presets {sorted(PRESETS)}, missing {missing}")
+    TASK_TYPES[name] = task_type
+    TASKS[name] = config_type
+    for preset, cfg in presets.items():
+        PRESETS.setdefault(preset, {})[name] = cfg
+
+
 def make_task(name: str, cfg: TrainConfig, seed: int) -> Task:
-    """The task ``name`` ("navigation" or "adding") with config ``cfg`` and seed."""
+    """The task ``name`` ("navigation", "adding" or a registered one) with config ``cfg`` and seed."""
     if name == "navigation":
         return NavigationTask(cfg, seed)
     if name == "adding":
         return AddingTask(cfg, seed)
-    raise ValueError(f"task must be 'navigation' or 'adding', got {name!r}")
+    if name in TASK_TYPES:
+        return TASK_TYPES[name](cfg, seed)
+    raise ValueError(f"task must be one of {['navigation', 'adding'] + sorted(TASK_TYPES)}, got {name!r}")

@@ -68,7 +68,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # Modules whose import registers more subcommands.
-_COMMAND_MODULES = ("moduli.analysis.cli",)
+_COMMAND_MODULES = ("moduli.analysis.cli", "moduli.experiments.cli", "moduli.experiments.sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -354,3 +354,14 @@ def test_pruning_every_weight_reports_the_recurrent_matrix_separately(tmp_path):
     assert set(rec["pruned_weights"]) == {"encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "decoder.weight"}
     assert rec["pruned_sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert 0 <= rec["recurrent_sparsity"] <= 1 and rec["model_sparsity"] == pytest.approx(rec["pruned_sparsity"])
+
+
+def test_table_orders_lambda_columns_numerically():
+    from moduli.experiments.table import markdown_table
+
+    recs = [dict(task="t", regime=reg, lam=lam, sparsity=0.9, phase="sparse", metric="m", value=1.0,
+                 seed=0, recurrent_sparsity=0.9)
+            for reg in ["torus", "none"] for lam in [1e-5, 0.1, 1e-3]]
+    header = next(line for line in markdown_table(recs).splitlines() if line.startswith("| |"))
+    assert header.index("none (λ=1e-05)") < header.index("none (λ=0.001)") < header.index("none (λ=0.1)")
+    assert header.index("none (λ=0.1)") < header.index("torus (λ=1e-05)")

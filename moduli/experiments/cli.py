@@ -51,7 +51,7 @@ def _positive_int(text: str) -> int:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=sorted(TASKS), help="navigation or adding")
+    p.add_argument("task", choices=sorted(TASKS), help="the task to train")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="hyperparameter preset (default: cpu)")
     p.add_argument("--regime", action="append", metavar="R",
                    help="none, l1, shuffled[:MANIFOLD], or a manifold (circle, sphere, torus, klein, torus6, r3) "

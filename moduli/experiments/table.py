@@ -72,7 +72,9 @@ def markdown_table(records: list[dict], *, columns: Optional[list[str]] = None) 
         trows = [r for r in rows if r["task"] == task]
         metric = trows[0]["metric"]
         digits = 2 if metric == "error_cm" else 3
-        cols = columns or sorted({r["column"] for r in trows}, key=lambda c: (_regime_rank(c), c))
+        # regimes in their usual order, then lambda as a number (not as a string)
+        order = {r["column"]: (_regime_rank(r["regime"]), r["regime"], r["lam"]) for r in trows}
+        cols = columns or sorted(order, key=order.get)
         cols = [c for c in cols if any(r["column"] == c for r in trows)]
         index = {(r["column"], r["sparsity"], r["phase"]): r for r in trows}
         keys = sorted({(r["sparsity"], r["phase"]) for r in trows}, key=lambda k: (k[0], _PHASE_ORDER.get(k[1], 9)))

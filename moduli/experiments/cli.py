@@ -58,15 +58,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                         "with options :trained/:fixed and :dog/:diffusion/:sinusoid; repeatable (default: none)")
     p.add_argument("--sparsity", action="append", type=parse_sparsity, metavar="S",
                    help="target sparsity as a fraction (0.9) or percentage (90%%); repeatable (default: 0)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
-    p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
                    help="regularizing factor; repeatable to sweep (default: the preset's)")
     p.add_argument("--trained", action="store_true", help="trained embeddings for manifold regimes that do not say")
-    p.add_argument("--out", type=Path, default=None, help="result directory (default: runs/TASK-PRESET)")
+    add_sweep_options(p, default_out="runs/TASK-PRESET")
+    add_config_arguments(p, exclude=("lam",))
+
+
+def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
+    """Seeds, output directory, threads and progress: shared by ``run`` and ``sweep``."""
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
+    p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--out", type=Path, default=None, help=f"result directory (default: {default_out})")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_arguments(p, exclude=("lam",))
 
 
 @command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..cli import command
-from .cli import _nonneg_float, _positive_int, parse_sparsity  # also registers run/table/plot
+from .cli import _nonneg_float, _positive_int, add_sweep_options, parse_sparsity  # registers run/table/plot
 from .config import PRESETS, TASKS, add_config_arguments, config_from_args
 
 __all__ = ["log_grid", "plot_metric_vs_lambda", "DEFAULT_SWEEP_REGIMES"]
@@ -115,11 +115,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
                    help="explicit λ values instead of the grid; repeatable")
     p.add_argument("--sparsity", type=parse_sparsity, default=0.9, help="target sparsity (default 0.9)")
     p.add_argument("--no-baseline", action="store_true", help="do not train the unregularised baseline (none)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
-    p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="result directory (default: runs/TASK-PRESET-sweep)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_sweep_options(p, default_out="runs/TASK-PRESET-sweep")
     add_config_arguments(p, exclude=("lam",))
 
 

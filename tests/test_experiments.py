@@ -18,13 +18,7 @@ from moduli.experiments.config import NavigationConfig, add_config_arguments, co
 from moduli.experiments.runner import append_result
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared machine: thread contention costs more than it gains."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- trajectories

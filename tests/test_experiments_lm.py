@@ -22,12 +22,7 @@ from moduli.experiments.sweep import log_grid, plot_metric_vs_lambda
 from moduli.experiments.tasks import register_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_wikitext(path, period: int = 7, n_lines=(60, 12, 12)):

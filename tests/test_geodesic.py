@@ -17,13 +17,7 @@ from moduli.geodesic import FunctionalMetric, trust_region_step
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny graphs: intra-op threads only add synchronisation (and thrash a shared machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net(seed=0, dtype=DT):

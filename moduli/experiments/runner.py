@@ -273,6 +273,19 @@ def _tqdm(iterable, desc, progress):
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
+def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, prune_names, progress,
+                      started, t0) -> dict:
+    """Train one phase (seeded from ``stream``), evaluate unless it diverged, and
+    build its record; ``started``/``t0`` mark when the phase's preparation began."""
+    gen = torch.Generator().manual_seed(stream * 1_000_000 + spec.seed)
+    losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=pruner,
+                                    generator=gen, desc=f"{spec.run_id} {phase}", progress=progress)
+    train_s, t1 = time.perf_counter() - t0, time.perf_counter()
+    value = task.evaluate(model) if not diverged else None
+    return _record(spec, phase, task, model, cfg, value, diverged=diverged, losses=losses,
+                   prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
+
+
 def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverged, losses, prune_names,
             train_s, eval_s, started) -> dict:
     rec_names = list(task.recurrent)
@@ -328,13 +341,8 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
     if "sparse" in todo:
         started, t0 = _now(), time.perf_counter()
         pruner = _pruner(model, prune_names, cfg, spec.sparsity) if spec.sparsity > 0 else None
-        gen = torch.Generator().manual_seed(_TRAIN_STREAM * 1_000_000 + spec.seed)
-        losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=pruner,
-                                        generator=gen, desc=f"{spec.run_id} sparse", progress=progress)
-        train_s, t1 = time.perf_counter() - t0, time.perf_counter()
-        value = task.evaluate(model) if not diverged else None
-        rec = _record(spec, "sparse", task, model, cfg, value, diverged=diverged, losses=losses,
-                      prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
+        rec = _train_and_record("sparse", spec, task, model, cfg, priors, pruner, _TRAIN_STREAM, prune_names,
+                                progress, started, t0)
         if spec.sparsity > 0:
             _atomic_save({
                 "run_id": spec.run_id, "config": cfg.to_dict(), "model": model.state_dict(),
@@ -365,13 +373,8 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
         pruning.lottery_reset(model, mode=cfg.lottery_mode,
                               initial_state=initial_state if cfg.lottery_mode == "rewind" else None,
                               priors=priors, seed=_LOTTERY_STREAM * 1_000_000 + spec.seed)
-        gen = torch.Generator().manual_seed(_LOTTERY_STREAM * 1_000_000 + spec.seed)
-        losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=None,
-                                        generator=gen, desc=f"{spec.run_id} lottery", progress=progress)
-        train_s, t1 = time.perf_counter() - t0, time.perf_counter()
-        value = task.evaluate(model) if not diverged else None
-        rec = _record(spec, "lottery", task, model, cfg, value, diverged=diverged, losses=losses,
-                      prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
+        rec = _train_and_record("lottery", spec, task, model, cfg, priors, None, _LOTTERY_STREAM, prune_names,
+                                progress, started, t0)
         append_result(out, rec)
         records.append(rec)
         log(f"{spec.run_id} lottery: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")

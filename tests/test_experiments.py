@@ -328,6 +328,15 @@ def test_sparse_and_lottery_phases_with_priors_and_resume(tmp_path):
     assert not torch.allclose(initial, trained_points)
     assert (initial - trained_points).abs().max() < 1.0  # a few small Adam steps
 
+    # moduli plot: the metric curve, then the trained moduli run's matrix, heatmap and persistence pictures
+    from moduli.experiments.plot import plot_directory
+
+    rid = recs[2]["run_id"]
+    paths = plot_directory(tmp_path)
+    assert [p.name for p in paths] == ["navigation_vs_sparsity.png", f"{rid}_matrix.png", f"{rid}_heatmap.png",
+                                       f"{rid}_persistence.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
     # an interrupted sweep: the lottery lines are lost; re-running trains only them, from the checkpoints
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     kept = [ln for ln in lines if json.loads(ln)["phase"] == "sparse"]

@@ -1,4 +1,4 @@
-"""Pictures of a result directory: metric versus sparsity, and one trained model's weights."""
+"""Pictures of a result directory: metric versus sparsity, and one trained model's weights and embedding."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from .regimes import build_manifold
 from .runner import read_results
 from .table import summarize
 
@@ -58,54 +59,85 @@ def plot_metric_vs_sparsity(records: list[dict], path) -> Path:
     return path
 
 
-def plot_model(checkpoint, path, *, neuron: int = 0) -> Path:
-    """The recurrent matrix of a checkpointed model, and one neuron's weights on its embedding.
+def _recurrent_weight(state: dict, checkpoint, name: str = "rnn.weight_hh_l0") -> torch.Tensor:
+    model = state["model"]
+    if name + "_orig" in model:
+        return model[name + "_orig"] * model[name + "_mask"]
+    if name in model:
+        return model[name]
+    raise ValueError(f"{checkpoint} has no recurrent matrix {name} to draw")
 
-    Left: ``|W_hh|`` with neurons ordered by their embedding's first
-    coordinate (when the checkpoint has one). Right (moduli regimes): every
-    neuron at its embedding point (first two coordinates), coloured by its
-    incoming weight from ``neuron`` -- the paper's Appendix F heatmap.
+
+def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim: int = 2) -> list[Path]:
+    """Pictures of one checkpointed recurrent model, written to ``plots_dir``.
+
+    ``RUN_matrix.png``
+        ``|W_hh|`` with neurons ordered by their embedding's first coordinate
+        (when the checkpoint has an embedding).
+    ``RUN_heatmap.png`` (moduli and shuffled regimes)
+        The weights onto ``neuron`` drawn at the embedding points on
+        ``manifold`` (:func:`moduli.analysis.plot_weight_heatmap`, the paper's
+        Appendix F picture).
+    ``RUN_persistence.png`` (moduli and shuffled regimes)
+        Persistence diagram (H0..``maxdim``) of the neurons' embedding points
+        under ``manifold``'s geodesic distance, as in the paper's Appendix H:
+        with trained embeddings it shows which shape the neurons moved to.
+
+    Parameters
+    ----------
+    checkpoint : path
+        A ``DIR/checkpoints/RUN_ID-sparse.pt`` file written by the runner.
+    plots_dir : path
+    manifold : moduli.manifolds.Manifold, optional
+        The space of the embedding (default: coordinates as Euclidean points).
+    neuron : int
+    maxdim : int
+        Highest homology dimension of the persistence picture.
+
+    Returns
+    -------
+    list of Path
     """
+    from .. import analysis
+
     plt = _pyplot()
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = state["model"]
-    name = "rnn.weight_hh_l0"
-    if name not in model and name + "_orig" not in model:
-        raise ValueError(f"{checkpoint} has no recurrent matrix {name} to draw")
-    if name + "_orig" in model:
-        w = model[name + "_orig"] * model[name + "_mask"]
-    else:
-        w = model[name]
-    points = (state.get("embeddings") or {}).get(name)
-    fig, axes = plt.subplots(1, 2 if points is not None else 1, figsize=(10 if points is not None else 5, 4.5))
-    axes = axes if points is not None else [axes]
+    w = _recurrent_weight(state, checkpoint)
+    points = (state.get("embeddings") or {}).get("rnn.weight_hh_l0")
+    run_id = state["run_id"]
+    plots_dir = Path(plots_dir)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
     order = torch.argsort(points[0][:, 0]) if points is not None else torch.arange(w.shape[0])
-    im = axes[0].imshow(w[order][:, order].abs().numpy(), cmap="viridis", interpolation="nearest")
-    axes[0].set_title("|W_hh| (ordered by embedding)" if points is not None else "|W_hh|")
-    fig.colorbar(im, ax=axes[0])
-    if points is not None:
-        pts_out, pts_in = points
-        col = w[:, neuron].numpy()  # weights from `neuron` to every neuron
-        vmax = float(abs(col).max()) or 1.0
-        y = pts_out[:, 1].numpy() if pts_out.shape[1] > 1 else torch.zeros(len(col)).numpy()
-        sc = axes[1].scatter(pts_out[:, 0].numpy(), y, c=col, cmap="coolwarm", vmin=-vmax, vmax=vmax, s=12)
-        axes[1].scatter([float(pts_in[neuron, 0])], [float(pts_in[neuron, 1]) if pts_in.shape[1] > 1 else 0.0],
-                        marker="*", s=150, c="k")
-        axes[1].set_title(f"weights from neuron {neuron} at the embedding")
-        fig.colorbar(sc, ax=axes[1])
-    fig.suptitle(state["run_id"], fontsize=9)
+    im = ax.imshow(w[order][:, order].abs().numpy(), cmap="viridis", interpolation="nearest")
+    ax.set_title(f"|W_hh| {'(ordered by embedding)' if points is not None else ''}\n{run_id}", fontsize=8)
+    fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    paths.append(plots_dir / f"{run_id}_matrix.png")
+    fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
-    return path
+    if points is None:
+        return paths
+
+    pts = points[0]
+    paths.append(plots_dir / f"{run_id}_heatmap.png")
+    analysis.plot_weight_heatmap(w, pts, manifold, neuron=neuron, path=paths[-1],
+                                 title=f"weights onto neuron {neuron}\n{run_id}")
+    result = analysis.persistence(pts, manifold=manifold, maxdim=maxdim,
+                                  n_landmarks=min(len(pts), 150) if maxdim >= 2 else None)
+    paths.append(plots_dir / f"{run_id}_persistence.png")
+    analysis.plot_diagram(result, path=paths[-1],
+                          title=f"persistence of the neurons' embedding\n{run_id}")
+    return paths
 
 
 def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = None) -> list[Path]:
-    """Write ``out/plots/TASK_vs_sparsity.png`` per task and one model picture.
+    """Write ``out/plots/TASK_vs_sparsity.png`` per task and one model's pictures.
 
-    The model picture uses the checkpoint of ``run_id`` (default: the first
-    moduli-regime checkpoint, else the first checkpoint). ``lams`` keeps only
+    The model pictures (:func:`plot_model`) use the checkpoint of ``run_id``
+    (default: the first moduli-regime checkpoint, else the first checkpoint),
+    drawn on the run's own manifold. ``lams`` keeps only
     results with those lambdas (regime ``none`` always kept).
     """
     import math
@@ -126,12 +158,13 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
         ckpts = [c for c in ckpts if c.name == f"{run_id}-sparse.pt"]
         if not ckpts:
             raise FileNotFoundError(f"no checkpoint for run {run_id!r} in {out / 'checkpoints'}")
+    spaces = {r["run_id"]: r["regime_spec"].get("manifold") for r in records}
     moduli_runs = [r["run_id"] for r in records if r["regime_spec"]["kind"] == "moduli"]
     preferred = [c for c in ckpts if c.name[: -len("-sparse.pt")] in moduli_runs]
-    chosen = (preferred or ckpts)[:1]
-    for c in chosen:
+    for c in (preferred or ckpts)[:1]:
+        name = spaces.get(c.name[: -len("-sparse.pt")])
         try:
-            paths.append(plot_model(c, plots / f"{c.name[: -len('.pt')]}_weights.png"))
+            paths += plot_model(c, plots, manifold=build_manifold(name) if name else None)
         except ValueError:  # a non-recurrent model (digits): no W_hh picture
             if run_id is not None:
                 raise

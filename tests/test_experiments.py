@@ -270,6 +270,12 @@ def test_cli_parses_and_builds_the_config():
         with pytest.raises(SystemExit):
             _parser().parse_args(["run", "navigation", *bad])
     assert _parser().parse_args(["table", "somewhere"]).dir.name == "somewhere"
+    assert (args.workers, args.ray) == (1, None)
+    for argv, expected in ((["--workers", "2"], (2, None)), (["--ray"], (1, "local")), (["--ray", "auto"], (1, "auto"))):
+        args = _parser().parse_args(["sweep", "navigation", *argv])
+        assert (args.workers, args.ray) == expected
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "navigation", "--workers", "0"])
 
 
 def test_cli_rejects_an_option_of_the_other_task():
@@ -368,3 +374,49 @@ def test_table_orders_lambda_columns_numerically():
     header = next(line for line in markdown_table(recs).splitlines() if line.startswith("| |"))
     assert header.index("none (λ=1e-05)") < header.index("none (λ=0.001)") < header.index("none (λ=0.1)")
     assert header.index("none (λ=0.1)") < header.index("torus (λ=1e-05)")
+
+
+# ----------------------------------------------------------------------------- workers and Ray
+
+def _detached_case(tmp_path, **execution):
+    """A serial sweep, then the same sweep in workers: same numbers, and a lottery-only resume."""
+    cfg = dataclasses.replace(_smoke("adding"), lam=1e-2)
+    regimes = [parse_regime("none"), parse_regime("torus")]
+    quiet = dict(preset="smoke", progress=False, log=lambda m: None)
+    serial = run_sweep("adding", cfg, regimes, [0.0, 0.5], [0], tmp_path / "serial", **quiet)
+    par = tmp_path / "par"
+    parallel = run_sweep("adding", cfg, regimes, [0.0, 0.5], [0], par, threads=1, **quiet, **execution)
+    key = lambda r: (r["run_id"], r["phase"])  # noqa: E731
+    assert sorted(map(key, parallel)) == sorted(map(key, serial))
+    by_key = {key(r): r["value"] for r in serial}
+    for r in parallel:
+        assert r["value"] == pytest.approx(by_key[key(r)], rel=1e-5)
+    assert sorted(map(key, read_results(par))) == sorted(map(key, serial))
+    # checkpoints come back to the driver; a sweep that lost its lottery lines resumes from them
+    assert len(list((par / "checkpoints").glob("*-sparse.pt"))) == 2
+    lines = (par / "results.jsonl").read_text().splitlines()
+    (par / "results.jsonl").write_text("\n".join(ln for ln in lines if json.loads(ln)["phase"] != "lottery") + "\n")
+    again = run_sweep("adding", cfg, regimes, [0.0, 0.5], [0], par, threads=1, **quiet, **execution)
+    assert sorted(r["phase"] for r in again) == ["lottery", "lottery"]
+    for r in again:
+        assert r["value"] == pytest.approx(by_key[key(r)], rel=1e-5)
+
+
+def test_workers_give_the_serial_results_and_resume(tmp_path):
+    _detached_case(tmp_path, workers=2)
+
+
+def test_ray_gives_the_serial_results_and_resume(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one session for both sweeps
+    try:
+        _detached_case(tmp_path, ray="local")
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("bad", [dict(workers=0), dict(workers=1.5), dict(ray="")])
+def test_bad_execution_options_are_rejected(tmp_path, bad):
+    with pytest.raises(ValueError, match="workers|ray"):
+        run_sweep("adding", _smoke("adding"), [parse_regime("none")], [0.0], [0], tmp_path, preset="smoke",
+                  progress=False, **bad)

@@ -70,14 +70,27 @@ def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
     p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--out", type=Path, default=None, help=f"result directory (default: {default_out})")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch.set_num_threads, per worker with --workers/--ray (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="runs trained at once in local worker processes (default 1)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="train the runs as Ray tasks: on this machine, or on the cluster at ADDRESS "
+                        "(e.g. auto); needs pip install 'moduli[ray]'")
+
+
+def execution_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``run_sweep`` set by :func:`add_sweep_options` (threads set here)."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return dict(progress=not args.no_progress, workers=args.workers, ray=args.ray, threads=args.threads)
 
 
 @command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from .regimes import parse_regime
     from .runner import read_results, run_sweep
     from .table import markdown_table, write_csv
@@ -88,13 +101,11 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"{args.task}-{args.preset}"
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     try:
         run_sweep(args.task, cfg, regimes, args.sparsity or [0.0], seeds, out, preset=args.preset,
-                  lams=args.lam, progress=not args.no_progress)
+                  lams=args.lam, **execution_options(args))
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 1

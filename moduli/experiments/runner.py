@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -139,9 +140,16 @@ def append_result(out, record: dict) -> None:
 
 
 def _atomic_save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _atomic_write(buf.getvalue(), path)
+
+
+def _atomic_write(data: bytes, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
@@ -265,12 +273,12 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
     return losses, diverged
 
 
-def _tqdm(iterable, desc, progress):
+def _tqdm(iterable, desc, progress, total=None):
     if not progress:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
 def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, prune_names, progress,
@@ -383,7 +391,8 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
 
 def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities: Sequence[float],
               seeds: Sequence[int], out, *, preset: str, lams: Optional[Sequence[float]] = None,
-              progress: bool = True, log=print) -> list[dict]:
+              progress: bool = True, log=print, workers: int = 1, ray: Optional[str] = None,
+              threads: Optional[int] = None) -> list[dict]:
     """Train every combination not yet in ``out/results.jsonl``; return the new records.
 
     Parameters
@@ -401,6 +410,21 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         Preset name, recorded and part of every run id.
     lams : sequence of float, optional
         Regularizing factors to sweep (default: ``[cfg.lam]``); ignored by ``none``.
+    workers : int
+        Runs trained at once in local worker processes (default 1: in this
+        process, one after the other).
+    ray : str, optional
+        Train the runs as Ray tasks instead: ``"local"`` starts Ray on this
+        machine, anything else is passed to ``ray.init(address=...)`` (for
+        example ``"auto"`` or ``"ray://head:10001"``). Needs the ``ray`` extra,
+        and ``moduli`` importable on every node.
+    threads : int, optional
+        ``torch.set_num_threads`` in each worker process or Ray task (and Ray's
+        CPU request per run).
+
+    With workers or Ray, each run trains in a scratch directory of its worker
+    and sends back its records and checkpoint; only this process writes
+    ``out``, so an interrupted sweep loses at most the runs in progress.
 
     Raises
     ------
@@ -408,6 +432,10 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         If ``out`` already holds a result of the same run id with a different
         configuration (nothing is overwritten: use another directory).
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if ray is not None and (not isinstance(ray, str) or not ray):
+        raise ValueError(f"ray must be 'local' or a Ray address string, got {ray!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lams = [cfg.lam] if lams is None else list(lams)
@@ -430,9 +458,99 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         todo = [s for s in runs if any((s.run_id, p) not in done for p in s.phases())]
         n_phases = sum(len(s.phases()) for s in runs)
         log(f"{len(runs)} runs ({n_phases} results) planned, {n_phases - sum(1 for s in runs for p in s.phases() if (s.run_id, p) not in done)} already in {out / RESULTS_FILE}")
-        new = []
-        for spec in _tqdm(todo, "runs", progress):
-            new += run_one(spec, _run_config(cfg, spec), out, done=done, progress=progress, log=log)
+        if workers == 1 and ray is None:
+            new = []
+            for spec in _tqdm(todo, "runs", progress):
+                new += run_one(spec, _run_config(cfg, spec), out, done=done, progress=progress, log=log)
+            return new
+        return _run_detached(todo, cfg, out, done, workers=workers, ray=ray, threads=threads,
+                             progress=progress, log=log)
+
+
+# ----------------------------------------------------------------------------- workers and Ray
+
+def _train_detached(spec: RunSpec, cfg: TrainConfig, todo: tuple, checkpoint: Optional[bytes],
+                    threads: Optional[int]) -> tuple[list[dict], Optional[bytes]]:
+    """Worker side: train the phases ``todo`` of ``spec`` in a scratch directory.
+
+    Returns the records and the bytes of the sparse-phase checkpoint (``None``
+    when the run has none, i.e. at sparsity 0).
+    """
+    import tempfile
+
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="moduli-run-") as tmp:
+        ckpt = Path(tmp) / "checkpoints" / f"{spec.run_id}-sparse.pt"
+        if checkpoint is not None:
+            ckpt.parent.mkdir()
+            ckpt.write_bytes(checkpoint)
+        done = {(spec.run_id, p) for p in spec.phases() if p not in todo}
+        records = run_one(spec, cfg, Path(tmp), done=done, progress=False, log=lambda *a: None)
+        return records, ckpt.read_bytes() if ckpt.exists() else None
+
+
+class _RayPool:
+    """The two methods of an executor the runner uses, on Ray tasks."""
+
+    def __init__(self, address: str, threads: Optional[int]):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("--ray needs Ray: pip install 'moduli[ray]'") from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            if address == "local":
+                ray.init(include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        self._remote = ray.remote(num_cpus=threads or 1)(_train_detached)
+
+    def submit(self, fn, *args):
+        return self._remote.remote(*args).future()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._started:
+            self._ray.shutdown()
+
+
+def _run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers: int, ray: Optional[str],
+                  threads: Optional[int], progress: bool, log) -> list[dict]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    if ray is not None:
+        pool = _RayPool(ray, threads)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    new = []
+    with pool:
+        futures = {}
+        for spec in todo:
+            phases = tuple(p for p in spec.phases() if (spec.run_id, p) not in done)
+            ckpt = out / "checkpoints" / f"{spec.run_id}-sparse.pt"
+            if "sparse" not in phases and not ckpt.exists():
+                raise FileNotFoundError(
+                    f"{spec.run_id}: the sparse result is recorded but its checkpoint {ckpt} is missing; "
+                    "the lottery phase needs the learned mask"
+                )
+            data = ckpt.read_bytes() if "sparse" not in phases else None
+            futures[pool.submit(_train_detached, spec, _run_config(cfg, spec), phases, data, threads)] = spec
+        for fut in _tqdm(as_completed(futures), "runs", progress, total=len(futures)):
+            spec = futures[fut]
+            records, data = fut.result()
+            if data is not None and any(r["phase"] == "sparse" for r in records):
+                (out / "checkpoints").mkdir(exist_ok=True)
+                _atomic_write(data, out / "checkpoints" / f"{spec.run_id}-sparse.pt")
+            for rec in records:
+                append_result(out, rec)
+                log(f"{spec.run_id} {rec['phase']}: {rec['metric']} = {rec['value']} "
+                    f"(recurrent sparsity {rec['recurrent_sparsity']:.3f})")
+            new += records
     return new
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..cli import command
-from .cli import _nonneg_float, _positive_int, add_sweep_options, parse_sparsity  # registers run/table/plot
+from .cli import _nonneg_float, _positive_int, add_sweep_options, execution_options, parse_sparsity  # registers run/table/plot
 from .config import PRESETS, TASKS, add_config_arguments, config_from_args
 
 __all__ = ["log_grid", "plot_metric_vs_lambda", "DEFAULT_SWEEP_REGIMES"]
@@ -121,8 +121,6 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "train regimes over a log grid of λ at one sparsity (Appendix G) and plot the metric versus λ")(_sweep_args)
 def sweep(args: argparse.Namespace) -> int:
-    import torch
-
     from .regimes import parse_regime
     from .runner import read_results, run_sweep
     from .table import markdown_table, write_csv
@@ -134,15 +132,13 @@ def sweep(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         print(f"moduli sweep: {exc}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"{args.task}-{args.preset}-sweep"
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     if not args.no_baseline and all(r.kind != "none" for r in regimes):
         regimes = [parse_regime("none")] + regimes
     try:
         run_sweep(args.task, cfg, regimes, [args.sparsity], seeds, out, preset=args.preset, lams=lams,
-                  progress=not args.no_progress)
+                  **execution_options(args))
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"moduli sweep: {exc}", file=sys.stderr)
         return 1

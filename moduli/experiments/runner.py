@@ -436,6 +436,10 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if ray is not None and (not isinstance(ray, str) or not ray):
         raise ValueError(f"ray must be 'local' or a Ray address string, got {ray!r}")
+    if progress and log is print:  # keep the messages off the progress bars' lines
+        from tqdm.auto import tqdm
+
+        log = tqdm.write
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lams = [cfg.lam] if lams is None else list(lams)

@@ -122,12 +122,14 @@ def _table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=sorted(TASKS), default=None, help="only this task")
     p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
                    help="only these lambdas (repeatable; regime none is always shown)")
+    p.add_argument("--inventory", action="store_true",
+                   help="also print exactly what was run: seeds, threads and training time per phase")
 
 
 @command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
 def table(args: argparse.Namespace) -> int:
     from .runner import read_results
-    from .table import markdown_table, write_csv
+    from .table import inventory_table, markdown_table, write_csv
 
     records = read_results(args.dir)
     if args.task:
@@ -138,6 +140,8 @@ def table(args: argparse.Namespace) -> int:
         print(f"moduli table: no results in {args.dir}", file=sys.stderr)
         return 1
     print(markdown_table(records))
+    if args.inventory:
+        print(inventory_table(records))
     path = write_csv(records, args.csv or args.dir / "table.csv")
     print(f"csv: {path}")
     return 0

@@ -10,7 +10,7 @@ from typing import Optional
 
 from .runner import read_results
 
-__all__ = ["summarize", "markdown_table", "write_csv"]
+__all__ = ["summarize", "markdown_table", "inventory_table", "write_csv"]
 
 _PHASE_ORDER = {"sparse": 0, "lottery": 1}
 
@@ -86,6 +86,30 @@ def markdown_table(records: list[dict], *, columns: Optional[list[str]] = None) 
             name = f"{100 * sparsity:g}% {phase.capitalize()}"
             out.append(f"| {name} | " + " | ".join(_fmt(index.get((c, sparsity, phase)), digits) for c in cols) + " |")
         out.append("")
+    return "\n".join(out)
+
+
+def inventory_table(records: list[dict]) -> str:
+    """Markdown list of exactly what was run: seeds and training seconds per phase.
+
+    One row per (task, sparsity, regime, lambda, phase), in table order, with
+    the seeds, the threads used and the min–max of ``timings.train_s``.
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["task"], r["sparsity"], _regime_rank(r["regime"]), r["regime"], r["lam"],
+                _PHASE_ORDER.get(r["phase"], 9), r["phase"])].append(r)
+    out = ["| task | sparsity | regime | λ | phase | seeds | threads | train_s per phase (min–max) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(groups):
+        task, sparsity, _, regime, lam, _, phase = key
+        rs = groups[key]
+        secs = [r["timings"]["train_s"] for r in rs]
+        seeds = ", ".join(str(s) for s in sorted(r["seed"] for r in rs))
+        threads = ", ".join(sorted({str(r.get("torch_threads", "?")) for r in rs}))
+        out.append(f"| {task} | {100 * sparsity:g}% | {regime} | {lam:g} | {phase} | {seeds} | {threads} | "
+                   f"{min(secs):.0f}–{max(secs):.0f} |")
+    out.append(f"\n{len(records)} results in total.")
     return "\n".join(out)
 
 

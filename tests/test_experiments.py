@@ -403,10 +403,20 @@ def _detached_case(tmp_path, **execution):
     assert sorted(r["phase"] for r in again) == ["lottery", "lottery"]
     for r in again:
         assert r["value"] == pytest.approx(by_key[key(r)], rel=1e-5)
+    return par, cfg, regimes, quiet
 
 
 def test_workers_give_the_serial_results_and_resume(tmp_path):
-    _detached_case(tmp_path, workers=2)
+    par, cfg, regimes, quiet = _detached_case(tmp_path, workers=2)
+    # one run fails in its worker (a corrupt checkpoint): the other run's result is still recorded
+    lines = (par / "results.jsonl").read_text().splitlines()
+    (par / "results.jsonl").write_text("\n".join(ln for ln in lines if json.loads(ln)["phase"] != "lottery") + "\n")
+    bad, good = sorted((par / "checkpoints").glob("*-sparse.pt"))
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="1 of 2 runs failed"):
+        run_sweep("adding", cfg, regimes, [0.0, 0.5], [0], par, threads=1, workers=2, **quiet)
+    lottery = [r["run_id"] for r in read_results(par) if r["phase"] == "lottery"]
+    assert lottery == [good.name[: -len("-sparse.pt")]]
 
 
 def test_ray_gives_the_serial_results_and_resume(tmp_path):

@@ -544,9 +544,15 @@ def _run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers
                 )
             data = ckpt.read_bytes() if "sparse" not in phases else None
             futures[pool.submit(_train_detached, spec, _run_config(cfg, spec), phases, data, threads)] = spec
+        failed = []
         for fut in _tqdm(as_completed(futures), "runs", progress, total=len(futures)):
             spec = futures[fut]
-            records, data = fut.result()
+            try:
+                records, data = fut.result()
+            except Exception as exc:  # keep the other runs' results; report after the last one
+                log(f"{spec.run_id} failed: {exc!r}")
+                failed.append((spec, exc))
+                continue
             if data is not None and any(r["phase"] == "sparse" for r in records):
                 (out / "checkpoints").mkdir(exist_ok=True)
                 _atomic_write(data, out / "checkpoints" / f"{spec.run_id}-sparse.pt")
@@ -555,6 +561,10 @@ def _run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers
                 log(f"{spec.run_id} {rec['phase']}: {rec['metric']} = {rec['value']} "
                     f"(recurrent sparsity {rec['recurrent_sparsity']:.3f})")
             new += records
+    if failed:
+        spec, exc = failed[0]
+        raise RuntimeError(f"{len(failed)} of {len(futures)} runs failed (their results are not recorded; the "
+                           f"others are): first {spec.run_id}: {exc!r}") from exc
     return new
 
 

@@ -299,6 +299,8 @@ def test_cli_run_table_end_to_end(tmp_path, capsys):
     assert main(["table", str(out), "--lam", "0.5"]) == 0  # regime none is always kept
     assert "| 0% Sparse |" in capsys.readouterr().out
     assert main(["table", str(tmp_path / "empty")]) == 1
+    assert main(["table", str(out / "results.jsonl")]) == 0  # a results file directly: CSV beside it
+    assert (out / "results-table.csv").exists()
     assert main(["table", str(out), "--inventory"]) == 0
     inventory = capsys.readouterr().out
     assert "| adding | 0% | none | 0 | sparse | 0 |" in inventory and "1 results in total." in inventory

@@ -117,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl)")
-    p.add_argument("--csv", type=Path, default=None, help="CSV path (default: DIR/table.csv)")
+    p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl), or a results file")
+    p.add_argument("--csv", type=Path, default=None,
+                   help="CSV path (default: DIR/table.csv, or NAME-table.csv beside a results file NAME.jsonl)")
     p.add_argument("--task", choices=sorted(TASKS), default=None, help="only this task")
     p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
                    help="only these lambdas (repeatable; regime none is always shown)")
@@ -142,7 +143,8 @@ def table(args: argparse.Namespace) -> int:
     print(markdown_table(records))
     if args.inventory:
         print(inventory_table(records))
-    path = write_csv(records, args.csv or args.dir / "table.csv")
+    default = args.dir / "table.csv" if args.dir.is_dir() else args.dir.with_name(args.dir.stem + "-table.csv")
+    path = write_csv(records, args.csv or default)
     print(f"csv: {path}")
     return 0
 

@@ -9,7 +9,7 @@ import torch
 
 from .regimes import build_manifold
 from .runner import read_results
-from .table import summarize
+from .table import metric_label, summarize
 
 __all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_model"]
 
@@ -49,7 +49,7 @@ def plot_metric_vs_sparsity(records: list[dict], path) -> Path:
                         label=f"{col} ({phase})", alpha=0.9)
     metric = rows[0]["metric"] if rows else ""
     ax.set_xlabel("sparsity (%)")
-    ax.set_ylabel({"error_cm": "position error (cm)", "rmse": "RMSE"}.get(metric, metric))
+    ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{rows[0]['task'] if rows else ''}: {metric} versus sparsity")
     ax.legend(fontsize=7)
     fig.tight_layout()

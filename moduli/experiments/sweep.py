@@ -61,7 +61,7 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .table import summarize
+    from .table import metric_label, summarize
 
     if not records:
         raise ValueError("records is empty: nothing to plot")
@@ -91,8 +91,11 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
                         label=f"{regime} ({phase})", alpha=0.9)
     metric = rows[0]["metric"]
     ax.set_xscale("log")
+    means = [r["mean"] for r in rows]
+    if min(means) > 0 and max(means) > 20 * min(means):  # a collapse would flatten every other curve
+        ax.set_yscale("log")
     ax.set_xlabel("λ (regularizing factor)")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(metric_label(metric) + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title(f"{rows[0]['task']}: {metric} versus λ at {100 * sparsity:g}% sparsity")
     ax.legend(fontsize=7)
     fig.tight_layout()

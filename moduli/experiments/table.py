@@ -13,6 +13,12 @@ from .runner import read_results
 __all__ = ["summarize", "markdown_table", "inventory_table", "write_csv"]
 
 _PHASE_ORDER = {"sparse": 0, "lottery": 1}
+_METRIC_LABELS = {"error_cm": "error (cm)", "rmse": "RMSE"}
+
+
+def metric_label(metric: str) -> str:
+    """Axis and table label of a metric name (``"error_cm"`` -> ``"error (cm)"``)."""
+    return _METRIC_LABELS.get(metric, metric)
 
 
 def _column(rec: dict, multi_lam: set) -> str:
@@ -78,7 +84,7 @@ def markdown_table(records: list[dict], *, columns: Optional[list[str]] = None) 
         cols = [c for c in cols if any(r["column"] == c for r in trows)]
         index = {(r["column"], r["sparsity"], r["phase"]): r for r in trows}
         keys = sorted({(r["sparsity"], r["phase"]) for r in trows}, key=lambda k: (k[0], _PHASE_ORDER.get(k[1], 9)))
-        unit = {"error_cm": "error (cm)", "rmse": "RMSE"}.get(metric, metric)
+        unit = metric_label(metric)
         out.append(f"**{task}** — {unit}, mean (std) over seeds\n")
         out.append("| | " + " | ".join(cols) + " |")
         out.append("|---|" + "---|" * len(cols))

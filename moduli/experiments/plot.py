@@ -9,7 +9,7 @@ import torch
 
 from .regimes import build_manifold
 from .runner import read_results
-from .table import _regime_rank, metric_label, summarize
+from .table import regime_rank, metric_label, summarize
 
 __all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_model"]
 
@@ -31,7 +31,7 @@ def plot_metric_vs_sparsity(records: list[dict], path) -> Path:
     plt = _pyplot()
     rows = summarize(records)
     fig, ax = plt.subplots(figsize=(6, 4))
-    columns = sorted({r["column"] for r in rows}, key=lambda c: (_regime_rank(c), c))
+    columns = sorted({r["column"] for r in rows}, key=lambda c: (regime_rank(c), c))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, col in enumerate(columns):
         for phase, style in (("sparse", "-o"), ("lottery", "--s")):

@@ -79,7 +79,7 @@ def markdown_table(records: list[dict], *, columns: Optional[list[str]] = None) 
         metric = trows[0]["metric"]
         digits = 2 if metric == "error_cm" else 3
         # regimes in their usual order, then lambda as a number (not as a string)
-        order = {r["column"]: (_regime_rank(r["regime"]), r["regime"], r["lam"]) for r in trows}
+        order = {r["column"]: (regime_rank(r["regime"]), r["regime"], r["lam"]) for r in trows}
         cols = columns or sorted(order, key=order.get)
         cols = [c for c in cols if any(r["column"] == c for r in trows)]
         index = {(r["column"], r["sparsity"], r["phase"]): r for r in trows}
@@ -103,7 +103,7 @@ def inventory_table(records: list[dict]) -> str:
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r["task"], r["sparsity"], _regime_rank(r["regime"]), r["regime"], r["lam"],
+        groups[(r["task"], r["sparsity"], regime_rank(r["regime"]), r["regime"], r["lam"],
                 _PHASE_ORDER.get(r["phase"], 9), r["phase"])].append(r)
     out = ["| task | sparsity | regime | λ | phase | seeds | threads | train_s per phase (min–max) |",
            "|---|---|---|---|---|---|---|---|"]
@@ -119,7 +119,7 @@ def inventory_table(records: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _regime_rank(column: str) -> int:
+def regime_rank(column: str) -> int:
     order = ["none", "l1", "shuffled", "torus"]
     base = column.split(" ")[0]
     return order.index(base) if base in order else len(order)

@@ -59,13 +59,17 @@ def plot_metric_vs_sparsity(records: list[dict], path) -> Path:
     return path
 
 
+class NoRecurrentMatrix(ValueError):
+    """The checkpoint holds no ``rnn.weight_hh_l0`` to draw (a feed-forward model)."""
+
+
 def _recurrent_weight(state: dict, checkpoint, name: str = "rnn.weight_hh_l0") -> torch.Tensor:
     model = state["model"]
     if name + "_orig" in model:
         return model[name + "_orig"] * model[name + "_mask"]
     if name in model:
         return model[name]
-    raise ValueError(f"{checkpoint} has no recurrent matrix {name} to draw")
+    raise NoRecurrentMatrix(f"{checkpoint} has no recurrent matrix {name} to draw")
 
 
 def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim: int = 2) -> list[Path]:
@@ -111,7 +115,7 @@ def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     order = torch.argsort(points[0][:, 0]) if points is not None else torch.arange(w.shape[0])
     im = ax.imshow(w[order][:, order].abs().numpy(), cmap="viridis", interpolation="nearest")
-    ax.set_title(f"|W_hh| {'(ordered by embedding)' if points is not None else ''}\n{run_id}", fontsize=8)
+    ax.set_title(f"|W_hh|{' ordered by embedding' if points is not None else ''}\n{run_id}", fontsize=8)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     paths.append(plots_dir / f"{run_id}_matrix.png")
@@ -165,7 +169,7 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
         name = spaces.get(c.name[: -len("-sparse.pt")])
         try:
             paths += plot_model(c, plots, manifold=build_manifold(name) if name else None)
-        except ValueError:  # a non-recurrent model (digits): no W_hh picture
+        except NoRecurrentMatrix:  # a feed-forward model (digits): no W_hh pictures
             if run_id is not None:
                 raise
     return paths

@@ -435,3 +435,41 @@ def test_bad_execution_options_are_rejected(tmp_path, bad):
     with pytest.raises(ValueError, match="workers|ray"):
         run_sweep("adding", _smoke("adding"), [parse_regime("none")], [0.0], [0], tmp_path, preset="smoke",
                   progress=False, **bad)
+
+
+# ----------------------------------------------------------------------------- trained embeddings' learning rate
+
+def _embedding_moved(cfg, out) -> float:
+    """Largest coordinate change of the torus:trained embedding after the sparse phase (seed 0)."""
+    from moduli import regularizers as rg
+    from moduli.experiments.regimes import build_prior
+    from moduli.experiments.runner import _EMBED_STREAM
+
+    regime = parse_regime("torus:trained")
+    recs = run_sweep("navigation", cfg, [regime], [0.5], [0], out, preset="smoke", progress=False, log=lambda m: None)
+    state = torch.load(out / "checkpoints" / f"{recs[0]['run_id']}-sparse.pt", weights_only=False)
+    task = NavigationTask(cfg, 0)
+    start = rg.attach(task.build_model(), build_prior(regime, cfg), targets=task.recurrent,
+                      generator=torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000))
+    before = start.terms["rnn.weight_hh_l0"].points_out.detach()
+    return float((state["embeddings"]["rnn.weight_hh_l0"][0] - before).abs().max())
+
+
+def test_embed_lr_sets_how_far_trained_embeddings_move(tmp_path):
+    base = dataclasses.replace(_smoke(), lam=1e-2)
+    slow = _embedding_moved(dataclasses.replace(base, embed_lr=1e-7), tmp_path / "slow")
+    default = _embedding_moved(base, tmp_path / "default")
+    assert slow <= 2 * 1e-7 * base.steps  # Adam moves a coordinate by about lr per step at most
+    assert default > 100 * slow
+
+    # results written before a config field existed resume as if they had its default
+    lines = (tmp_path / "default" / "results.jsonl").read_text().splitlines()
+    old = [json.loads(ln) for ln in lines]
+    for r in old:
+        del r["config"]["embed_lr"]
+    (tmp_path / "default" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    quiet = dict(preset="smoke", progress=False, log=lambda m: None)
+    assert run_sweep("navigation", base, [parse_regime("torus:trained")], [0.5], [0], tmp_path / "default", **quiet) == []
+    with pytest.raises(ValueError, match="embed_lr"):
+        run_sweep("navigation", dataclasses.replace(base, embed_lr=1e-3), [parse_regime("torus:trained")], [0.5], [0],
+                  tmp_path / "default", **quiet)

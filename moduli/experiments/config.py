@@ -46,6 +46,7 @@ class TrainConfig:
     lr: float = _f(1e-3, "Adam learning rate")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: no clipping)")
     lam: float = _f(1e-6, "regularizing factor lambda: loss += lam * penalty")
+    embed_lr: float = _f(0.0, "learning rate of trained embeddings (0: the same as lr)")
     reduction: str = _f("sum", "reduction of the prior over weight entries", ("sum", "mean"))
     prior_targets: str = _f("recurrent", "which weights carry the prior", ("recurrent", "all"))
     prune_targets: str = _f("recurrent", "which weights are pruned", ("recurrent", "all"))
@@ -84,7 +85,7 @@ class TrainConfig:
         for name in ("lr", "inhibitor_c", "sigma1", "sigma2", "mu", "power"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("grad_clip", "lam"):
+        for name in ("grad_clip", "lam", "embed_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.sigma2 <= self.sigma1:

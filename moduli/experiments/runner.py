@@ -243,9 +243,12 @@ def _restore_masks(model, masks: dict[str, torch.Tensor]) -> None:
 
 def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress):
     params = [p for p in model.parameters() if p.requires_grad]
-    if priors is not None:
-        params += [p for p in priors.parameters() if p.requires_grad]
-    opt = task.optimizer(params)
+    embedding = [p for p in priors.parameters() if p.requires_grad] if priors is not None else []
+    if embedding and cfg.embed_lr > 0:  # trained embeddings at their own learning rate
+        opt = task.optimizer([{"params": params}, {"params": embedding, "lr": cfg.embed_lr}])
+    else:
+        opt = task.optimizer(params + embedding)
+    params += embedding
     epoch_starts = {round(k * cfg.steps / cfg.epochs): k for k in range(cfg.epochs)}
     losses = []
     diverged = False
@@ -449,12 +452,14 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         done = set()
         for r in existing:
             done.add((r["run_id"], r["phase"]))
+        defaults = type(cfg)().to_dict()
         for spec in runs:
-            run_cfg = _run_config(cfg, spec)
+            run_cfg = _run_config(cfg, spec).to_dict()
             for r in existing:
-                if r["run_id"] == spec.run_id and r["config"] != run_cfg.to_dict():
-                    diff = sorted(k for k in set(r["config"]) | set(run_cfg.to_dict())
-                                  if r["config"].get(k) != run_cfg.to_dict().get(k))
+                # a field added to the config since a record was written had its default then
+                old = {**defaults, **r["config"]}
+                if r["run_id"] == spec.run_id and old != run_cfg:
+                    diff = sorted(k for k in set(old) | set(run_cfg) if old.get(k) != run_cfg.get(k))
                     raise ValueError(
                         f"{out} already holds {spec.run_id} ({r['phase']}) trained with a different config "
                         f"(fields {diff}); use another --out to keep both"

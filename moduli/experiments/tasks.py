@@ -59,7 +59,11 @@ class Task:
         raise NotImplementedError
 
     def optimizer(self, params) -> torch.optim.Optimizer:
-        """The optimizer of a training phase (a new one per phase)."""
+        """The optimizer of a training phase (a new one per phase).
+
+        ``params`` is a list of tensors or of parameter groups (trained
+        embeddings get their own group when ``cfg.embed_lr`` is set).
+        """
         return torch.optim.Adam(params, lr=self.cfg.lr)
 
     def begin_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:

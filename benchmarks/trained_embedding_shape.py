@@ -1,7 +1,8 @@
 """Where did trained embeddings go? Displacement, spread and persistence against the start.
 
 For each ``*-sparse.pt`` checkpoint of a ``:trained`` regime in a result
-directory (and each embedded recurrent matrix in it), rebuilds the seeded initial embedding exactly as the runner made it
+directory (and each embedded weight matrix in it), rebuilds the seeded initial
+embedding exactly as the runner made it (``runner.initial_embeddings``)
 and prints: the median and largest displacement of a neuron, the mean pairwise
 distance before and after, the longest H1 bar before and after, and the H1
 bottleneck distance between the two persistence diagrams (geodesic distance of
@@ -18,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from moduli import analysis, regularizers as rg
+from moduli import analysis
 from moduli.experiments.config import config_from_dict
-from moduli.experiments.regimes import Regime, build_manifold, build_prior
-from moduli.experiments.runner import _EMBED_STREAM, read_results
-from moduli.experiments.tasks import make_task
+from moduli.experiments.regimes import Regime, build_manifold
+from moduli.experiments.runner import RunSpec, initial_embeddings, read_results
 
 
 def main() -> None:
@@ -38,20 +38,17 @@ def main() -> None:
             continue
         cfg = dataclasses.replace(config_from_dict(rec["task"], rec["config"]), lam=rec["lam"])
         regime = Regime(spec["kind"], spec["manifold"], spec["inhibitor"], spec["trained"])
-        task = make_task(rec["task"], cfg, rec["seed"])
-        start = rg.attach(task.build_model(), build_prior(regime, cfg), targets=list(task.recurrent),
-                          generator=torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000 + rec["seed"]))
+        start = initial_embeddings(RunSpec(rec["task"], rec["preset"], regime, rec["lam"], rec["sparsity"], rec["seed"]), cfg)
         trained = torch.load(ckpt, map_location="cpu", weights_only=False)["embeddings"]
         space = build_manifold(spec["manifold"])
-        for name in task.recurrent:  # one line per embedded recurrent matrix
-            before = start.terms[name].points_out.detach()
-            after = trained[name][0]
+        for name in start:  # one line per embedded weight matrix
+            before, after = start[name][0], trained[name][0]
             moved = space.dist(before, after)
             pair = [float(space.cdist(x).mean()) for x in (before, after)]
             ph = [analysis.persistence(x, manifold=space, maxdim=1) for x in (before, after)]
             h1 = [float(r.lifetimes(1).max()) for r in ph]
             bn = analysis.bottleneck_distance(ph[0], ph[1], dim=1)
-            label = run_id if len(task.recurrent) == 1 else f"{run_id} {name.split('_')[-1]}"
+            label = run_id if len(start) == 1 else f"{run_id} {name.split('_')[-1]}"
             print(f"{label:58s} {float(moved.median()):6.2f}/{float(moved.max()):<7.2f} "
                   f"{pair[0]:8.2f}/{pair[1]:<8.2f} {h1[0]:8.2f}/{h1[1]:<8.2f} {bn:10.3f}")
 

@@ -15,7 +15,7 @@ from moduli.experiments import (
     get_preset, markdown_table, navigation_loss, parse_regime, read_results, run_sweep, summarize,
 )
 from moduli.experiments.config import NavigationConfig, add_config_arguments, config_from_args
-from moduli.experiments.runner import append_result
+from moduli.experiments.runner import append_result, initial_embeddings, plan_runs
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -328,14 +328,8 @@ def test_sparse_and_lottery_phases_with_priors_and_resume(tmp_path):
     trained_points = state["embeddings"]["rnn.weight_hh_l0"][0]
     assert trained_points.shape == (cfg.n_hidden, 2)
     # the embedding was trained: it left its initial (seeded) position
-    from moduli import regularizers as rg
-    from moduli.experiments.regimes import build_prior
-    from moduli.experiments.runner import _EMBED_STREAM
-
-    task = NavigationTask(cfg, 0)
-    fresh = rg.attach(task.build_model(), build_prior(regimes[1], cfg), targets=task.recurrent,
-                      generator=torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000))
-    initial = fresh.terms["rnn.weight_hh_l0"].points_out.detach()
+    spec = plan_runs("navigation", "smoke", [regimes[1]], [cfg.lam], [0.5], [0])[0]
+    initial = initial_embeddings(spec, cfg)["rnn.weight_hh_l0"][0]
     assert not torch.allclose(initial, trained_points)
     assert (initial - trained_points).abs().max() < 1.0  # a few small Adam steps
 
@@ -441,17 +435,11 @@ def test_bad_execution_options_are_rejected(tmp_path, bad):
 
 def _embedding_moved(cfg, out) -> float:
     """Largest coordinate change of the torus:trained embedding after the sparse phase (seed 0)."""
-    from moduli import regularizers as rg
-    from moduli.experiments.regimes import build_prior
-    from moduli.experiments.runner import _EMBED_STREAM
-
     regime = parse_regime("torus:trained")
     recs = run_sweep("navigation", cfg, [regime], [0.5], [0], out, preset="smoke", progress=False, log=lambda m: None)
     state = torch.load(out / "checkpoints" / f"{recs[0]['run_id']}-sparse.pt", weights_only=False)
-    task = NavigationTask(cfg, 0)
-    start = rg.attach(task.build_model(), build_prior(regime, cfg), targets=task.recurrent,
-                      generator=torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000))
-    before = start.terms["rnn.weight_hh_l0"].points_out.detach()
+    spec = plan_runs("navigation", "smoke", [regime], [cfg.lam], [0.5], [0])[0]
+    before = initial_embeddings(spec, cfg)["rnn.weight_hh_l0"][0]
     return float((state["embeddings"]["rnn.weight_hh_l0"][0] - before).abs().max())
 
 

@@ -33,7 +33,8 @@ from .config import TrainConfig
 from .regimes import Regime, build_prior
 from .tasks import Task, make_task
 
-__all__ = ["RunSpec", "plan_runs", "run_sweep", "run_one", "read_results", "append_result", "RESULTS_FILE"]
+__all__ = ["RunSpec", "plan_runs", "run_sweep", "run_one", "initial_embeddings", "read_results", "append_result",
+           "RESULTS_FILE"]
 
 RESULTS_FILE = "results.jsonl"
 # Offsets that keep the random streams of one seed apart.
@@ -330,6 +331,28 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
     }
 
 
+def _build(spec: RunSpec, cfg: TrainConfig):
+    """A run's task, seeded fresh model, its initial state and the attached priors (or None)."""
+    task = make_task(spec.task, cfg, spec.seed)
+    torch.manual_seed(_INIT_STREAM * 1_000_000 + spec.seed)
+    model = task.build_model()
+    initial_state = copy.deepcopy(model.state_dict())
+    prior = build_prior(spec.regime, cfg)
+    priors = None
+    if prior is not None:
+        priors = _attach(model, prior, _targets(task, model, cfg.prior_targets), _EMBED_STREAM * 1_000_000 + spec.seed)
+    return task, model, initial_state, priors
+
+
+def initial_embeddings(spec: RunSpec, cfg: TrainConfig) -> dict:
+    """``{weight name: (points_out, points_in)}``: the embeddings run ``spec`` starts from.
+
+    Built exactly as :func:`run_one` builds them, so a checkpoint's trained
+    embeddings can be compared with their seeded starting points.
+    """
+    return _embeddings(_build(spec, cfg)[3])
+
+
 def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: bool = True, log=print) -> list[dict]:
     """Train the phases of ``spec`` that are not in ``done``; append and return their records."""
     out = Path(out)
@@ -339,14 +362,8 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
     todo = [p for p in spec.phases() if (spec.run_id, p) not in done]
     if not todo:
         return []
-    task = make_task(spec.task, cfg, spec.seed)
-    torch.manual_seed(_INIT_STREAM * 1_000_000 + spec.seed)
-    model = task.build_model()
-    initial_state = copy.deepcopy(model.state_dict())
-    prior = build_prior(spec.regime, cfg)
-    prior_names = _targets(task, model, cfg.prior_targets)
+    task, model, initial_state, priors = _build(spec, cfg)
     prune_names = _targets(task, model, cfg.prune_targets)
-    priors = _attach(model, prior, prior_names, _EMBED_STREAM * 1_000_000 + spec.seed) if prior is not None else None
     records = []
 
     if "sparse" in todo:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Optional
 
 from .inhibitors import (
-    DiagonalOnly, DifferenceOfGaussians, Diffusion, ExpressionInhibitor, Inhibitor, Ricker, Sinusoid,
+    INHIBITORS, DiagonalOnly, DifferenceOfGaussians, Diffusion, ExpressionInhibitor, Inhibitor, Ricker, Sinusoid,
+    inhibitor_arguments, make_inhibitor,
 )
 from .priors import (
     L1Prior, ModuliPrior, Prior, ShuffledPrior, coefficient_matrix, magnitude, penalty_gradient,
@@ -25,7 +26,7 @@ from .priors import (
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
-    "ExpressionInhibitor", "Prior", "ModuliPrior", "L1Prior", "ShuffledPrior", "attach",
+    "ExpressionInhibitor", "INHIBITORS", "inhibitor_arguments", "make_inhibitor", "Prior", "ModuliPrior", "L1Prior", "ShuffledPrior", "attach",
     "coefficient_matrix", "magnitude", "weighted_penalty", "penalty_gradient",
 ]
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
-    "ExpressionInhibitor",
+    "ExpressionInhibitor", "INHIBITORS", "inhibitor_arguments", "make_inhibitor",
 ]
 
 # Where to look for negative values when a space is unbounded (R^k).
@@ -594,3 +594,51 @@ class ExpressionInhibitor(Inhibitor):
     def __repr__(self) -> str:
         consts = "".join(f", {k}={v:g}" for k, v in self.constants.items())
         return f"Inhibitor.from_expression({self.source!r}{consts})"
+
+
+#: Inhibitors by name (the regime option of ``moduli run``, e.g. ``torus:ricker``).
+#: A new inhibitor is one :class:`Inhibitor` subclass plus one entry here; its
+#: ``__init__`` keyword arguments become its settable arguments.
+INHIBITORS: dict[str, type] = {
+    "dog": DifferenceOfGaussians,
+    "ricker": Ricker,
+    "diffusion": Diffusion,
+    "sinusoid": Sinusoid,
+    "diagonal": DiagonalOnly,
+}
+
+
+def inhibitor_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments of the inhibitor ``name`` with their defaults.
+
+    >>> inhibitor_arguments("ricker")
+    {'sigma': 1.0, 'c': 1.0}
+    """
+    import inspect
+
+    if name not in INHIBITORS:
+        raise ValueError(f"inhibitor must be one of {list(INHIBITORS)}; got {name!r}")
+    sig = inspect.signature(INHIBITORS[name].__init__)
+    return {p.name: p.default for p in list(sig.parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def make_inhibitor(name: str, **arguments: float) -> Inhibitor:
+    """The inhibitor ``name`` of :data:`INHIBITORS` with ``arguments`` (the rest at their defaults).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown, an argument is not one of the inhibitor's, or a
+        value is out of range.
+
+    Examples
+    --------
+    >>> make_inhibitor("ricker", sigma=2.0)
+    Ricker(sigma=2, c=1)
+    """
+    known = inhibitor_arguments(name)
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise ValueError(f"inhibitor {name!r} takes the arguments {list(known)}; got {unknown}")
+    return INHIBITORS[name](**arguments)

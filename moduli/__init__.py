@@ -1,19 +1,21 @@
 """moduli: geometry and topology as sparsity priors for neural networks.
 
-``manifolds``, ``regularizers``, ``pruning`` and ``backends`` are imported with
+``targets``, ``manifolds``, ``regularizers`` and ``pruning`` are imported with
 the package; ``analysis``, ``geodesic`` and ``experiments`` (which pull in
-gudhi, networkx, matplotlib and scikit-learn) load on first access.
+gudhi, networkx, matplotlib and scikit-learn) load on first access, as does
+the deprecated ``backends`` shim.
 """
 
 import importlib as _importlib
 
 __version__ = "0.1.0"
 
-from . import backends, manifolds, pruning, regularizers  # noqa: E402
+from . import manifolds, pruning, regularizers, targets  # noqa: E402
 
-_LAZY = ("analysis", "geodesic", "experiments")
+_LAZY = ("analysis", "geodesic", "experiments", "backends")
 
-__all__ = ["manifolds", "regularizers", "pruning", "backends", *_LAZY, "__version__"]
+__all__ = ["targets", "manifolds", "regularizers", "pruning", "analysis", "geodesic", "experiments",
+           "__version__"]
 
 
 def __getattr__(name):

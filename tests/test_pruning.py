@@ -122,7 +122,7 @@ def test_targets_and_pairs():
 
 def test_bad_arguments():
     lin = nn.Linear(3, 3)
-    with pytest.raises(ValueError, match="target_sparsity must be in \\[0, 1\\]; got 1.2"):
+    with pytest.raises(ValueError, match="target_sparsity must be in \\[0, 1\\].*got 1.2"):
         pruning.GradualMagnitudePruning(lin, 1.2, 3)
     with pytest.raises(ValueError, match="epochs"):
         pruning.GradualMagnitudePruning(lin, 0.5, 0)
@@ -174,7 +174,7 @@ def test_lottery_reinit_keeps_masks_changes_kept_weights_and_freezes_prior():
     model, _, priors = _pruned_rnn()
     masks = {n: getattr(m, a + "_mask").clone() for n, m, a in pruning.pruned_weights(model)}
     before = {n: _effective(m, a).detach().clone() for n, m, a in pruning.pruned_weights(model)}
-    pruning.lottery_reset(model, "reinit", seed=0)
+    pruning.lottery_reset(model, "reinit", seed=0, priors=priors)
     for n, m, a in pruning.pruned_weights(model):
         assert torch.equal(getattr(m, a + "_mask"), masks[n])
         w = _effective(m, a)
@@ -193,7 +193,7 @@ def test_lottery_reinit_keeps_masks_changes_kept_weights_and_freezes_prior():
 
 def test_lottery_rewind_restores_initial_values():
     model, init, priors = _pruned_rnn(7)
-    pruning.lottery_reset(model, "rewind", initial_state=init)
+    pruning.lottery_reset(model, "rewind", initial_state=init, priors=[priors])
     for n, m, a in pruning.pruned_weights(model):
         mask = getattr(m, a + "_mask")
         assert torch.equal(_effective(m, a), init[n] * mask)
@@ -235,3 +235,13 @@ def test_pruning_state_dict_and_model_keys():
     other = pruning.GradualMagnitudePruning(lin, 0.5, 3)
     other.load_state_dict(gmp.state_dict())
     assert other.epoch == 2 and other.step() == 0.5
+
+
+def test_lottery_freezes_only_the_prior_sets_it_is_handed():
+    model, _, handed = _pruned_rnn(3)
+    other = rg.attach(model, rg.ModuliPrior(mf.FlatTorus(2, 10.0), rg.DifferenceOfGaussians(), trainable=True))
+    pruning.lottery_reset(model, "reinit", seed=0, priors=handed)
+    assert handed.frozen and not other.frozen
+    assert all(p.requires_grad for p in other.parameters())
+    with pytest.raises(TypeError, match="priors\\[0\\] must be a prior set"):
+        pruning.lottery_reset(model, "reinit", priors=["not a prior set"])

@@ -7,7 +7,7 @@ figures. See ``docs/analysis.md``.
 """
 
 from .activity import ActivityTopology, activity_topology, collect_hidden_states, hidden_state_topology
-from .graphs import GraphStats, connectivity, effective_weight
+from .graphs import GraphStats, connectivity
 from .homology import (
     EXACT_LIMIT, ManifoldFit, PersistenceResult, bottleneck_distance, maxmin_landmarks,
     pairwise_distances, persistence, rank_manifolds,
@@ -21,7 +21,7 @@ __all__ = [
     "chart", "plot_barcode", "plot_degree_histogram", "plot_diagram", "plot_edge_length_histogram",
     "plot_inhibitor_field", "plot_weight_heatmap",
     "ActivityTopology", "activity_topology", "collect_hidden_states", "hidden_state_topology",
-    "GraphStats", "connectivity", "effective_weight",
+    "GraphStats", "connectivity",
     "EXACT_LIMIT", "ManifoldFit", "PersistenceResult", "bottleneck_distance", "maxmin_landmarks",
     "pairwise_distances", "persistence", "rank_manifolds",
 ]

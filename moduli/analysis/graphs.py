@@ -29,9 +29,10 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 import torch
 
+from .. import targets as tg
 from ._checks import as_numpy_2d, check_int, check_nonnegative, to_numpy
 
-__all__ = ["GraphStats", "connectivity", "effective_weight"]
+__all__ = ["GraphStats", "connectivity"]
 
 
 @dataclass
@@ -124,38 +125,32 @@ class GraphStats:
 
 
 # ------------------------------------------------------------- input handling
-def effective_weight(obj: Any, name: Optional[str] = None) -> torch.Tensor:
-    """The weight tensor behind ``obj``.
+def weight_tensor(obj: Any, name: Optional[str] = None) -> torch.Tensor:
+    """The weight tensor behind ``obj`` (detached), for the analysis functions.
 
-    Accepts a tensor or array; an ``nn.Module`` (its ``name`` parameter, by
-    default ``weight`` or ``weight_hh_l0``; for a module pruned with
-    ``torch.nn.utils.prune`` this attribute is the masked, effective weight);
-    or a prior term with ``points_out``/``points_in`` and either a ``weight``
-    (tensor or method) or ``module`` + ``name``.
+    Accepts a tensor or array; a prior term of :func:`moduli.regularizers.attach`
+    (its ``weight``: the effective weight, masked after pruning); or an
+    ``nn.Module`` and a parameter name (default ``weight`` or ``weight_hh_l0``),
+    read with :func:`moduli.targets.effective_weight`.
     """
     if isinstance(obj, torch.Tensor):
         return obj.detach()
     if isinstance(obj, np.ndarray):
         return torch.as_tensor(to_numpy(obj, "weight"))
+    if hasattr(obj, "points_out") and hasattr(obj, "points_in"):
+        w = getattr(obj, "weight", None)
+        if isinstance(w, torch.Tensor):
+            return w.detach()
+        raise TypeError(f"weight looks like a prior term ({type(obj).__name__}) but has no 'weight' tensor")
     if isinstance(obj, torch.nn.Module):
         names = [name] if name is not None else ["weight", "weight_hh_l0"]
         for nm in names:
-            w = getattr(obj, nm, None)
-            if isinstance(w, torch.Tensor):
-                return w.detach()
-        raise ValueError(f"weight is a {type(obj).__name__} without a tensor attribute "
+            try:
+                return tg.effective_weight(obj, nm).detach()
+            except ValueError:
+                continue
+        raise ValueError(f"weight is a {type(obj).__name__} without a parameter "
                          f"{' or '.join(repr(n) for n in names)}; pass the tensor itself or name=")
-    if hasattr(obj, "points_out") and hasattr(obj, "points_in"):
-        w = getattr(obj, "weight", None)
-        if callable(w) and not isinstance(w, torch.Tensor):
-            w = w()
-        if w is None and hasattr(obj, "module"):
-            w = effective_weight(obj.module, name or getattr(obj, "name", None)
-                                 or getattr(obj, "param_name", None))
-        if isinstance(w, torch.Tensor):
-            return w.detach()
-        raise TypeError(f"weight looks like a prior term ({type(obj).__name__}) but has no "
-                        "'weight' tensor or 'module' to read it from")
     if isinstance(obj, (list, tuple)):
         return torch.as_tensor(to_numpy(obj, "weight"))
     raise TypeError(f"weight must be a Tensor, ndarray, nn.Module or prior term; got {type(obj).__name__}")
@@ -339,7 +334,7 @@ def connectivity(
     if not isinstance(directed, bool):
         raise TypeError(f"directed must be a bool; got {type(directed).__name__}")
     points, manifold = _term_defaults(weight, points, manifold)
-    W = as_numpy_2d(effective_weight(weight, name), "weight")
+    W = as_numpy_2d(weight_tensor(weight, name), "weight")
     if manifold is not None and points is None:
         raise ValueError("manifold was given without points; pass points= (the neuron embedding)")
     n_out, n_in = W.shape

@@ -13,8 +13,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .. import manifolds as mf
 from ._checks import check_int, to_numpy
-from .graphs import GraphStats, effective_weight
+from .graphs import GraphStats, weight_tensor
 from .homology import PersistenceResult, _as_diagram
 
 __all__ = [
@@ -153,8 +154,6 @@ def chart(manifold, points: torch.Tensor) -> tuple:
     square : float or None
         Side of the fundamental square, when the chart is one.
     """
-    from .. import manifolds as mf
-
     x = points.detach()
     if isinstance(manifold, mf.FlatTorus) and manifold.dim == 2:
         c = torch.remainder(x, manifold.period)
@@ -207,7 +206,7 @@ def plot_weight_heatmap(weight: Any, points: Any, manifold=None, *, neuron: int 
 
     Parameters
     ----------
-    weight : Tensor, shape=[n, n] (or module / prior term, see ``effective_weight``)
+    weight : Tensor, shape=[n, n] (or module / prior term, see ``graphs.weight_tensor``)
     points : Tensor, shape=[n, coord_dim]
         Neuron positions on ``manifold``.
     manifold : Manifold, optional
@@ -225,7 +224,7 @@ def plot_weight_heatmap(weight: Any, points: Any, manifold=None, *, neuron: int 
     """
     from matplotlib.colors import TwoSlopeNorm
 
-    W = to_numpy(effective_weight(weight), "weight")
+    W = to_numpy(weight_tensor(weight), "weight")
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"weight must be a square (n, n) matrix over one embedding; got shape {W.shape}")
     n = W.shape[0]

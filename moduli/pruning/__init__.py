@@ -1,11 +1,14 @@
 """Gradual magnitude pruning and lottery-ticket retraining (paper, Section 4).
 
 Built on ``torch.nn.utils.prune``: masks are buffers ``<name>_mask`` next to
-parameters ``<name>_orig``; the layer computes with ``orig * mask``.
+parameters ``<name>_orig``; the layer computes with ``orig * mask``. The
+reparametrization is read and written only through :mod:`moduli.targets`;
+``masks``/``restore_masks`` save and reinstall the masks of a model.
 """
 
+from ..targets import masks, pruned_weights, restore_masks
 from .gradual import GradualMagnitudePruning, default_weights, schedule, sparsity
-from .lottery import lottery_reset, pruned_weights
+from .lottery import lottery_reset
 
 __all__ = ["GradualMagnitudePruning", "sparsity", "lottery_reset", "default_weights", "schedule",
-           "pruned_weights"]
+           "pruned_weights", "masks", "restore_masks"]

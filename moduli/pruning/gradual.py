@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import prune
 
-from ..backends.torch import effective_weight, weight_entries
+from .. import _validate
+from .. import targets as tg
+from ..targets import default_weights, sparsity
 
 __all__ = ["GradualMagnitudePruning", "sparsity", "default_weights", "schedule"]
 
-_SKIP = (nn.Embedding, nn.EmbeddingBag, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _SCOPES = ("global", "tensor")
-
-
-def default_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """The weight matrices pruning acts on by default.
-
-    Every parameter whose name starts with ``weight`` and that has at least two
-    dimensions (``nn.Linear``, ``nn.Conv*``, ``weight_ih``/``weight_hh`` of
-    RNN/LSTM/GRU layers and cells, ...), excluding embedding tables and
-    normalization layers.
-
-    Returns
-    -------
-    list of (name, module, attr)
-        ``name`` as in ``model.named_parameters()`` before pruning.
-    """
-    out = []
-    for name, module, _, attr, param in weight_entries(model):
-        if attr.startswith("weight") and param.ndim >= 2 and not isinstance(module, _SKIP):
-            out.append((name, module, attr))
-    return out
 
 
 def _resolve_targets(model_or_params: Any, targets=None) -> list[tuple[str, nn.Module, str]]:
@@ -42,10 +21,8 @@ def _resolve_targets(model_or_params: Any, targets=None) -> list[tuple[str, nn.M
         if targets is None:
             found = default_weights(model_or_params)
         else:
-            from ..backends.torch import TorchBackend, _resolve
-
-            layouts = TorchBackend().find_targets(model_or_params, targets)
-            found = [(lay.name,) + _resolve(model_or_params, lay.name) for lay in layouts]
+            found = [(lay.name,) + tg.resolve(model_or_params, lay.name)
+                     for lay in tg.find_targets(model_or_params, targets)]
         if not found:
             raise ValueError(f"{type(model_or_params).__name__} has no weight matrices to prune")
         return found
@@ -62,8 +39,10 @@ def _resolve_targets(model_or_params: Any, targets=None) -> list[tuple[str, nn.M
                 and isinstance(item[1], str)):
             raise TypeError(f"model_or_params[{i}] must be a (module, parameter_name) pair; got {item!r}")
         module, attr = item
-        if attr not in module._parameters and (attr + "_orig") not in module._parameters:
-            raise ValueError(f"model_or_params[{i}]: {type(module).__name__} has no parameter {attr!r}")
+        try:
+            tg.resolve(module, attr)
+        except ValueError:
+            raise ValueError(f"model_or_params[{i}]: {type(module).__name__} has no parameter {attr!r}") from None
         found.append((f"{type(module).__name__}[{i}].{attr}", module, attr))
     if not found:
         raise ValueError("model_or_params is empty")
@@ -129,14 +108,8 @@ class GradualMagnitudePruning:
 
     def __init__(self, model_or_params, target_sparsity: float, epochs: int, scope: str = "global", *,
                  targets=None):
-        if isinstance(target_sparsity, bool) or not isinstance(target_sparsity, numbers.Real):
-            raise TypeError(f"target_sparsity must be a number in [0, 1]; got {type(target_sparsity).__name__}")
-        if not 0.0 <= float(target_sparsity) <= 1.0:
-            raise ValueError(f"target_sparsity must be in [0, 1]; got {target_sparsity}")
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
-            raise TypeError(f"epochs must be an int >= 1; got {type(epochs).__name__}")
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1; got {epochs}")
+        target_sparsity = _validate.fraction(target_sparsity, "target_sparsity", closed=True)
+        epochs = _validate.integer(epochs, "epochs", minimum=1)
         scope = {"per-tensor": "tensor", "per_tensor": "tensor", "local": "tensor"}.get(scope, scope)
         if scope not in _SCOPES:
             raise ValueError(f"scope must be 'global' or 'tensor'; got {scope!r}")
@@ -170,12 +143,13 @@ class GradualMagnitudePruning:
             raise ValueError(f"fraction must be in [0, 1]; got {fraction}")
         scores = []
         for _, module, attr in self.entries:
-            w = effective_weight(module, attr).detach()
+            w = tg.effective_weight(module, attr).detach()
             if not bool(torch.isfinite(w).all()):
                 raise ValueError(f"cannot prune {attr} of {type(module).__name__}: it has NaN/inf entries")
             s = w.abs().to(torch.float64 if w.dtype == torch.float64 else torch.float32)
-            if (attr + "_mask") in module._buffers:
-                s = torch.where(module._buffers[attr + "_mask"] == 0, torch.full_like(s, -1.0), s)
+            mask = tg.mask_of(module, attr)
+            if mask is not None:
+                s = torch.where(mask == 0, torch.full_like(s, -1.0), s)
             scores.append(s.reshape(-1))
         if self.scope == "global":
             flat = torch.cat([s.to(scores[0].device) for s in scores])
@@ -183,11 +157,15 @@ class GradualMagnitudePruning:
         else:
             masks = [_lowest_mask(s, round(fraction * s.numel())) for s in scores]
         for (_, module, attr), mask in zip(self.entries, masks):
-            _install_mask(module, attr, mask)
+            tg.install_mask(module, attr, mask)
+
+    def __iter__(self) -> Iterator[tuple[nn.Module, str]]:
+        """The chosen weights as ``(module, attr)`` pairs (so ``sparsity(pruner)`` measures them)."""
+        return iter([(module, attr) for _, module, attr in self.entries])
 
     def sparsity(self) -> float:
         """Fraction of zero entries over the chosen (effective) weights."""
-        return sparsity([(module, attr) for _, module, attr in self.entries])
+        return sparsity(self)
 
     def state_dict(self) -> dict:
         """The schedule position (masks live in the model's own ``state_dict``)."""
@@ -212,60 +190,3 @@ def _lowest_mask(scores: Tensor, k: int) -> Tensor:
         idx = torch.topk(scores, k, largest=False, sorted=False).indices
         mask[idx] = False
     return mask
-
-
-def _install_mask(module: nn.Module, attr: str, mask: Tensor) -> None:
-    if (attr + "_mask") in module._buffers and (attr + "_orig") in module._parameters:
-        buf = module._buffers[attr + "_mask"]
-        buf.mul_(mask.reshape(buf.shape).to(buf.dtype))  # never unprune
-    else:
-        param = module._parameters[attr]
-        prune.custom_from_mask(module, attr, mask.reshape(param.shape).to(param.device))
-    orig = module._parameters[attr + "_orig"]
-    buf = module._buffers[attr + "_mask"]
-    orig.mul_(buf)
-    with torch.enable_grad():
-        setattr(module, attr, orig * buf)
-
-
-def sparsity(model_or_params) -> float:
-    """Fraction of exactly-zero entries.
-
-    Parameters
-    ----------
-    model_or_params : nn.Module, Tensor, GradualMagnitudePruning, or iterable
-        A model (its default weight matrices, see :func:`default_weights`,
-        read as effective weights under pruning), a tensor, a pruner, or an
-        iterable of tensors or ``(module, parameter_name)`` pairs.
-
-    Returns
-    -------
-    float
-    """
-    if isinstance(model_or_params, GradualMagnitudePruning):
-        return model_or_params.sparsity()
-    if isinstance(model_or_params, Tensor):
-        tensors = [model_or_params]
-    elif isinstance(model_or_params, nn.Module):
-        tensors = [effective_weight(m, a) for _, m, a in default_weights(model_or_params)]
-        if not tensors:
-            raise ValueError(f"{type(model_or_params).__name__} has no weight matrices")
-    elif isinstance(model_or_params, Iterable) and not isinstance(model_or_params, str):
-        tensors = []
-        for i, item in enumerate(model_or_params):
-            if isinstance(item, Tensor):
-                tensors.append(item)
-            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], nn.Module):
-                tensors.append(effective_weight(*item))
-            else:
-                raise TypeError(f"model_or_params[{i}] must be a Tensor or a (module, name) pair; got {item!r}")
-        if not tensors:
-            raise ValueError("model_or_params is empty")
-    else:
-        raise TypeError(f"model_or_params must be a model, tensor or iterable; got {type(model_or_params).__name__}")
-    with torch.no_grad():
-        zeros = sum(int((t == 0).sum()) for t in tensors)
-        total = sum(t.numel() for t in tensors)
-    if total == 0:
-        raise ValueError("no weights to measure (all tensors are empty)")
-    return zeros / total

@@ -8,39 +8,24 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
-from ..backends.torch import priors_of
+from .. import targets as tg
 
-__all__ = ["lottery_reset", "pruned_weights"]
+__all__ = ["lottery_reset"]
 
 _MODES = ("reinit", "rewind")
 
 
-def pruned_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """Every weight reparametrized by ``torch.nn.utils.prune``: ``(name, module, attr)``."""
-    out = []
-    for mod_name, module in model.named_modules():
-        for pname in list(module._parameters):
-            if pname.endswith("_orig") and (pname[:-5] + "_mask") in module._buffers:
-                attr = pname[:-5]
-                out.append((f"{mod_name}.{attr}" if mod_name else attr, module, attr))
-    return out
-
-
 def _fresh_values(module: nn.Module) -> Optional[dict]:
     """New random values for the direct parameters of ``module`` from its own
-    ``reset_parameters`` (run on a copy with pruning removed)."""
+    ``reset_parameters`` (run on a copy with pruning removed), keyed by pruning-free name."""
     if not hasattr(module, "reset_parameters"):
         return None
-    for pname in list(module._parameters):
-        if pname.endswith("_orig") and (pname[:-5] + "_mask") in module._buffers:
+    for _, attr, _ in tg.direct_parameters(module):
+        if tg.is_pruned(module, attr):
             # the computed weight is a graph node, which deepcopy refuses
-            setattr(module, pname[:-5], (module._parameters[pname] * module._buffers[pname[:-5] + "_mask"]).detach())
-    fresh = copy.deepcopy(module)
-    for pname in list(fresh._parameters):
-        if pname.endswith("_orig") and (pname[:-5] + "_mask") in fresh._buffers:
-            prune.remove(fresh, pname[:-5])
+            setattr(module, attr, tg.effective_weight(module, attr).detach())
+    fresh = tg.strip_pruning(copy.deepcopy(module))
     fresh.reset_parameters()
     return {name: p.detach() for name, p in fresh._parameters.items() if p is not None}
 
@@ -66,9 +51,9 @@ def lottery_reset(model: nn.Module, mode: str = "reinit", initial_state: Optiona
         taken at initialization (before or after pruning started; keys ``w``
         or ``w_orig`` are both understood).
     priors : PriorSet or list of PriorSet, optional
-        Prior sets to freeze. Every prior set attached to ``model`` with
-        :func:`moduli.regularizers.attach` is frozen anyway: the prior stays
-        attached, with frozen embeddings (the paper's lottery phase).
+        The prior sets attached to ``model`` to freeze: the prior stays
+        attached, with frozen embeddings (the paper's lottery phase). Prior
+        sets not passed here are left as they are.
     seed : int, optional
         Seed for ``"reinit"`` (the global RNG state is restored afterwards).
 
@@ -88,7 +73,11 @@ def lottery_reset(model: nn.Module, mode: str = "reinit", initial_state: Optiona
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if mode not in _MODES:
         raise ValueError(f"mode must be 'reinit' or 'rewind'; got {mode!r}")
-    pruned = pruned_weights(model)
+    sets = [] if priors is None else list(priors) if isinstance(priors, (list, tuple)) else [priors]
+    for i, ps in enumerate(sets):
+        if not callable(getattr(ps, "freeze", None)):
+            raise TypeError(f"priors[{i}] must be a prior set from moduli.regularizers.attach; got {type(ps).__name__}")
+    pruned = tg.pruned_weights(model)
     if not pruned:
         raise ValueError(
             "lottery_reset needs a pruned model (no weight has a torch.nn.utils.prune mask); run "
@@ -110,13 +99,7 @@ def lottery_reset(model: nn.Module, mode: str = "reinit", initial_state: Optiona
         else:
             _reinit(model)
     for _, module, attr in pruned:
-        orig, mask = module._parameters[attr + "_orig"], module._buffers[attr + "_mask"]
-        orig.mul_(mask)
-        with torch.enable_grad():
-            setattr(module, attr, orig * mask)
-    sets = list(priors_of(model))
-    if priors is not None:
-        sets += list(priors) if isinstance(priors, (list, tuple)) else [priors]
+        tg.reapply_mask(module, attr)
     for ps in sets:
         ps.freeze()
     return model
@@ -132,9 +115,8 @@ def _reinit(model: nn.Module) -> None:
         if values is None:
             skipped.append(mod_name or type(module).__name__)
             continue
-        for pname in direct:
-            key = pname[:-5] if (pname.endswith("_orig") and (pname[:-5] + "_mask") in module._buffers) else pname
-            module._parameters[pname].copy_(values[key])
+        for pname, attr, param in tg.direct_parameters(module):
+            param.copy_(values[attr])
     if skipped:
         warnings.warn(
             f"lottery_reset(mode='reinit'): modules without reset_parameters kept their weights: "
@@ -148,12 +130,8 @@ def _rewind(model: nn.Module, state: dict) -> None:
     missing = []
     for mod_name, module in model.named_modules():
         prefix = f"{mod_name}." if mod_name else ""
-        for pname, param in module._parameters.items():
-            if param is None:
-                continue
-            keys = [prefix + pname]
-            if pname.endswith("_orig") and (pname[:-5] + "_mask") in module._buffers:
-                keys.insert(0, prefix + pname[:-5])
+        for pname, attr, param in tg.direct_parameters(module):
+            keys = [prefix + pname] if pname == attr else [prefix + attr, prefix + pname]
             src = next((state[k] for k in keys if k in state), None)
             if src is None:
                 missing.append(keys[-1])
@@ -164,8 +142,10 @@ def _rewind(model: nn.Module, state: dict) -> None:
                     f"shape {tuple(param.shape)}"
                 )
             param.copy_(src)
+        masks = {id(tg.mask_of(module, attr)) for _, attr, _ in tg.direct_parameters(module)
+                 if tg.is_pruned(module, attr)}
         for bname, buf in module._buffers.items():
-            if buf is None or bname.endswith("_mask") or (prefix + bname) not in state:
+            if buf is None or id(buf) in masks or (prefix + bname) not in state:
                 continue
             buf.copy_(state[prefix + bname])
     if missing:

@@ -10,6 +10,7 @@ device and dtype of ``d`` and are differentiable wherever their formula is.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
@@ -614,8 +615,6 @@ def inhibitor_arguments(name: str) -> dict[str, Any]:
     >>> inhibitor_arguments("ricker")
     {'sigma': 1.0, 'c': 1.0}
     """
-    import inspect
-
     if name not in INHIBITORS:
         raise ValueError(f"inhibitor must be one of {list(INHIBITORS)}; got {name!r}")
     sig = inspect.signature(INHIBITORS[name].__init__)

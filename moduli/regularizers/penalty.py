@@ -1,0 +1,364 @@
+"""The stateless math of Eq. 6: penalties, their gradients and the trained-embedding pass.
+
+Everything here takes tensors and plain numbers and returns tensors; nothing
+holds state or knows a prior kind. :mod:`moduli.regularizers.state` calls it.
+
+Coefficients broadcast against a weight viewed as ``(blocks, n_out, cols)``:
+
+* shape ``(n_out, cols)`` -- one coefficient per pair of neurons, shared by
+  the gate blocks of an LSTM/GRU recurrent matrix of shape
+  ``(blocks * n_out, cols)``;
+* shape ``(blocks, n_out, cols)`` -- one per entry (per kernel slice for a
+  convolution);
+* a 0-d tensor ``c`` -- every entry weighs ``c``, kernel entries included
+  (``c * sum |w|^l``, elementwise: the L1 control).
+
+Convolutions with a neuron-pair coefficient penalise the L2 norm of each
+kernel slice (``slice_norm``, Appendix I.2.1).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "magnitude", "weighted_penalty", "penalty_gradient", "coefficient_matrix", "group_gather",
+    "as_coefficients", "FixedPenalty", "LivePenalty", "live_pass", "REDUCTIONS",
+]
+
+REDUCTIONS = ("sum", "mean")
+
+# Entries per row chunk when recomputing trained coefficients: small enough for
+# the chunk's temporaries to stay in cache, large enough to amortize Python.
+CHUNK_ENTRIES = 2**18
+
+
+def magnitude(weight: Tensor, exponent: float, slice_norm: bool) -> Tensor:
+    """``|w|^l`` per entry, or ``||T_{c,c'}||_2^l`` per kernel slice.
+
+    Parameters
+    ----------
+    weight : Tensor, shape=[out, in] or [out, in, *kernel]
+    slice_norm : bool
+        Reduce trailing kernel axes with the L2 norm (convolutions).
+
+    Returns
+    -------
+    Tensor, shape=[out, in] (``weight``'s shape when ``slice_norm`` is false)
+    """
+    if slice_norm:
+        sq = (weight * weight).flatten(2).sum(-1)
+        if exponent == 2.0:
+            return sq
+        positive = sq > 0
+        safe = torch.where(positive, sq, torch.ones_like(sq))
+        return torch.where(positive, safe.pow(0.5 * exponent), torch.zeros_like(sq))
+    if exponent == 1.0:
+        return weight.abs()
+    if exponent == 2.0:
+        return weight * weight
+    return weight.abs().pow(exponent)
+
+
+def weighted_penalty(weight: Tensor, coefficients: Tensor, exponent: float, *, slice_norm: bool = False,
+                     reduction: str = "sum", workspace: Optional[Tensor] = None) -> Tensor:
+    """Eq. 6 for one weight: ``sum C * |W|^l`` (or ``mean``).
+
+    Parameters
+    ----------
+    weight : Tensor, shape=[blocks * n_out, cols, *kernel]
+    coefficients : Tensor, shape=[n_out, cols], [blocks, n_out, cols] or []
+        See the module docstring; a 0-d coefficient ignores ``slice_norm``.
+    exponent : float
+    slice_norm : bool
+        Use the L2 norm of each kernel slice (convolutions).
+    reduction : {"sum", "mean"}
+        ``"mean"`` divides by the number of (broadcast) coefficients, or by
+        ``weight.numel()`` for a 0-d coefficient.
+    workspace : Tensor, optional
+        Scratch memory shaped like ``weight`` (used when ``exponent == 1``
+        and no slice norm applies, to avoid a fresh allocation). Not for
+        autograd: pass it only under ``torch.no_grad()``.
+
+    Returns
+    -------
+    Tensor, shape=[]
+    """
+    if coefficients.ndim == 0:
+        if workspace is not None and exponent == 1.0:
+            mag = torch.abs(weight, out=workspace)
+        else:
+            mag = magnitude(weight, exponent, False)
+        total = mag.sum() * coefficients
+        return total / weight.numel() if reduction == "mean" else total
+    n_out, n_in = coefficients.shape[-2:]
+    if workspace is not None and exponent == 1.0 and not slice_norm:
+        mag = torch.abs(weight, out=workspace)
+    else:
+        mag = magnitude(weight, exponent, slice_norm)
+    mag = mag.reshape(-1, n_out, n_in)
+    if mag.shape[0] == 1:
+        total = torch.dot(coefficients.reshape(-1), mag.reshape(-1))
+    elif coefficients.ndim == 2:
+        total = torch.dot(coefficients.reshape(-1), mag.sum(0).reshape(-1))
+    else:
+        total = torch.dot(coefficients.reshape(-1), mag.reshape(-1))
+    if reduction == "mean":
+        total = total / mag.numel()
+    return total
+
+
+def penalty_gradient(weight: Tensor, coefficients: Tensor, exponent: float, *, slice_norm: bool = False,
+                     reduction: str = "sum", scale: float = 1.0, out: Optional[Tensor] = None) -> Tensor:
+    """Gradient of :func:`weighted_penalty` in ``weight``, without autograd.
+
+    ``l C sign(W) |W|^(l-1)`` per entry, or ``l C ||T||^(l-2) T`` per kernel
+    slice (zero where the slice is zero), times ``scale``.
+
+    Parameters
+    ----------
+    out : Tensor, optional
+        Write the result here (shaped like ``weight``; not ``weight`` itself).
+
+    Returns
+    -------
+    Tensor, same shape as ``weight``
+    """
+    uniform = coefficients.ndim == 0
+    if uniform:
+        if reduction == "mean":
+            scale = scale / weight.numel()
+        slice_norm = False
+    else:
+        n_out, n_in = coefficients.shape[-2:]
+        blocks = weight.shape[0] // n_out
+        if reduction == "mean":
+            scale = scale / (blocks * n_out * n_in)
+    if slice_norm:
+        c = coefficients.expand(blocks, n_out, n_in).reshape(weight.shape[0], n_in)
+        sq = (weight * weight).flatten(2).sum(-1)
+        if exponent == 2.0:
+            factor = 2.0 * c
+        else:
+            positive = sq > 0
+            safe = torch.where(positive, sq, torch.ones_like(sq))
+            factor = torch.where(positive, exponent * c * safe.pow(0.5 * exponent - 1.0), torch.zeros_like(sq))
+        factor = (scale * factor).reshape(factor.shape + (1,) * (weight.ndim - 2))
+        return torch.mul(factor, weight, out=out) if out is not None else factor * weight
+    if exponent == 1.0:
+        g = torch.sign(weight, out=out) if out is not None else torch.sign(weight)
+    elif exponent == 2.0:
+        g = torch.mul(weight, 2.0, out=out) if out is not None else 2.0 * weight
+    else:
+        g = weight.sign() * weight.abs().pow(exponent - 1.0) * exponent
+        if out is not None:
+            out.copy_(g)
+            g = out
+    if uniform:
+        g.mul_(coefficients)
+    else:
+        g.view(-1, n_out, n_in).mul_(coefficients)
+    if scale != 1.0:
+        g.mul_(scale)
+    return g
+
+
+def coefficient_matrix(manifold, inhibitor, points_out: Tensor, points_in: Optional[Tensor] = None, *,
+                       validate: bool = True) -> Tensor:
+    """Coefficients ``f(d(points_out[j], points_in[k]))``.
+
+    Parameters
+    ----------
+    points_out : Tensor, shape=[n_out, coord_dim]
+    points_in : Tensor, shape=[n_in, coord_dim], optional
+        Defaults to ``points_out`` (a recurrent matrix).
+
+    Returns
+    -------
+    Tensor, shape=[n_out, n_in]
+    """
+    return inhibitor(manifold.cdist(points_out, points_in, validate=validate))
+
+
+def group_gather(c: Tensor, groups: int, *, row0: int = 0, n_out: Optional[int] = None) -> Tensor:
+    """``(out, in)`` neuron-pair coefficients -> ``(out, in // groups)`` for a grouped convolution.
+
+    ``c`` may hold the rows ``row0 : row0 + len(c)`` of ``n_out`` output
+    channels; output channel ``o`` sees input channels
+    ``(o // (n_out // groups)) * (in // groups) + j``.
+    """
+    if groups == 1:
+        return c
+    rows, cin = c.shape
+    n_out = rows if n_out is None else n_out
+    ipg, opg = cin // groups, n_out // groups
+    out_idx = torch.arange(row0, row0 + rows, device=c.device)
+    idx = (out_idx // opg)[:, None] * ipg + torch.arange(ipg, device=c.device)
+    return torch.gather(c, 1, idx)
+
+
+def as_coefficients(c, layout, owner: str) -> Tensor:
+    """Check a prior's coefficients for ``layout`` and bring them to a broadcastable shape.
+
+    Accepts a 0-d tensor, ``(n_out, cols)``, ``layout.coefficient_shape``
+    (``(blocks * n_out, cols)``, returned as ``(blocks, n_out, cols)``) or
+    ``(blocks, n_out, cols)``.
+
+    Raises
+    ------
+    TypeError
+        If ``c`` is not a floating tensor.
+    ValueError
+        If its shape fits none of those, or it has negative or non-finite entries.
+    """
+    if not isinstance(c, Tensor) or not c.is_floating_point():
+        raise TypeError(f"{owner}.coefficients must return a floating torch.Tensor; got "
+                        f"{type(c).__name__ if not isinstance(c, Tensor) else c.dtype}")
+    blocks, n_out, cols = layout.blocks, layout.n_out, layout.cols
+    shapes = {(), (n_out, cols), (blocks, n_out, cols), (blocks * n_out, cols)}
+    if tuple(c.shape) not in shapes:
+        raise ValueError(
+            f"{owner}.coefficients for {layout.name} must have shape (), ({n_out}, {cols}), "
+            f"({blocks * n_out}, {cols}) or ({blocks}, {n_out}, {cols}); got {tuple(c.shape)}"
+        )
+    if not bool(torch.isfinite(c).all()) or bool((c < 0).any()):
+        raise ValueError(f"{owner}.coefficients for {layout.name} must be finite and non-negative")
+    if c.ndim == 2 and blocks > 1 and c.shape[0] == blocks * n_out:
+        c = c.reshape(blocks, n_out, cols)
+    return c.contiguous()
+
+
+class FixedPenalty(torch.autograd.Function):
+    """``sum C |W|^l`` with a hand-written backward (no autograd temporaries).
+
+    ``FixedPenalty.apply(weight, coefficients, exponent, slice_norm, reduction, workspace)``.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, coeff, exponent, slice_norm, reduction, workspace):
+        ctx.save_for_backward(weight, coeff)
+        ctx.args = (exponent, slice_norm, reduction)
+        return weighted_penalty(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction,
+                                workspace=workspace)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, coeff = ctx.saved_tensors
+        exponent, slice_norm, reduction = ctx.args
+        g = penalty_gradient(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction)
+        return g.mul_(grad_out), None, None, None, None, None
+
+
+def live_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_out: Tensor,
+              p_in: Optional[Tensor], weight: Tensor, *, weight_grad: Optional[Tensor] = None,
+              alpha: float = 1.0, accumulate: bool = False):
+    """Value, point gradients and (optionally) weight gradient of a trained-embedding term.
+
+    One sweep over row chunks of output neurons: for each chunk the
+    distances are built for ``chunk x n_in`` entries, ``f`` and ``f'`` come in
+    closed form, the distance graph is differentiated at once, and the
+    chunk's rows of ``dR/dW`` are written. No ``(n, n)`` autograd temporaries
+    and no ``(n, n, k)`` ones; no full coefficient matrix is stored.
+
+    Parameters
+    ----------
+    layout : moduli.targets.TargetLayout
+    manifold, inhibitor
+        The coefficients are ``inhibitor(manifold.cdist(p_out, p_in))``.
+    p_in : Tensor or None
+        None when rows and columns are the same neurons.
+    weight_grad : Tensor, optional
+        Shaped like ``weight``: receives ``alpha * dR/dW`` (added to it when
+        ``accumulate``, else overwritten).
+
+    Returns
+    -------
+    value : Tensor, shape=[]
+    g_out : Tensor, shape=[n_out, coord_dim]
+    g_in : Tensor or None, shape=[n_in, coord_dim] (None when shared)
+    """
+    n_out, cols, blocks = layout.n_out, layout.cols, layout.blocks
+    scale = 1.0 / (blocks * n_out * cols) if reduction == "mean" else 1.0
+    w = weight.detach()
+    wv = w.view(blocks, n_out, *w.shape[1:])
+    gv = None if weight_grad is None else weight_grad.view(blocks, n_out, *w.shape[1:])
+    x = p_out.detach()
+    y = x if p_in is None else p_in.detach()
+    g_out = torch.zeros_like(x)
+    g_in = None if p_in is None else torch.zeros_like(y)
+    value = torch.zeros((), dtype=w.dtype, device=w.device)
+    step = max(1, CHUNK_ENTRIES // max(1, y.shape[0] * blocks))
+    with torch.enable_grad():
+        yl = y.detach().requires_grad_(True)
+        for r0 in range(0, n_out, step):
+            r1 = min(n_out, r0 + step)
+            rows = r1 - r0
+            w_chunk = wv[:, r0:r1].reshape(blocks * rows, *w.shape[1:])
+            with torch.no_grad():
+                a = magnitude(w_chunk, exponent, layout.slice_norm).reshape(blocks, rows, cols).sum(0)
+            xl = x[r0:r1].detach().requires_grad_(True)
+            d = manifold.cdist(xl, yl, validate=False)
+            if layout.groups > 1:
+                c = group_gather(inhibitor(d), layout.groups, row0=r0, n_out=n_out)
+                s = (c * a).sum()
+                gx, gy = torch.autograd.grad(s, (xl, yl))
+                c = c.detach()
+            else:
+                # closed-form f' (no autograd graph through the inhibitor)
+                c, fprime = inhibitor.value_and_derivative(d.detach())
+                with torch.no_grad():
+                    s = torch.dot(c.reshape(-1), a.reshape(-1))
+                    fprime.mul_(a)
+                gx, gy = torch.autograd.grad(d, (xl, yl), grad_outputs=fprime)
+            with torch.no_grad():
+                g_out[r0:r1] += gx
+                if g_in is None:
+                    g_out += gy
+                else:
+                    g_in += gy
+                value += s.detach()
+                if gv is not None:
+                    g = penalty_gradient(w_chunk, c, exponent, slice_norm=layout.slice_norm,
+                                         scale=alpha * scale).view(blocks, rows, *w.shape[1:])
+                    if accumulate:
+                        gv[:, r0:r1] += g
+                    else:
+                        gv[:, r0:r1] = g
+    if scale != 1.0:
+        value *= scale
+        g_out *= scale
+        if g_in is not None:
+            g_in *= scale
+    return value, g_out, g_in
+
+
+class LivePenalty(torch.autograd.Function):
+    """A trained term: forward computes the value and every gradient in one sweep.
+
+    ``LivePenalty.apply(p_out, p_in, weight, layout, manifold, inhibitor, exponent, reduction)``.
+    Backward only scales the stored gradients, so it supports a single
+    backward pass (``retain_graph`` re-use raises).
+    """
+
+    @staticmethod
+    def forward(ctx, p_out, p_in, weight, layout, manifold, inhibitor, exponent, reduction):
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if weight.requires_grad else None
+        value, g_out, g_in = live_pass(layout, manifold, inhibitor, exponent, reduction, p_out, p_in, weight,
+                                       weight_grad=gw)
+        ctx.grads = (g_out, g_in, gw)
+        ctx.shared = g_in is None
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.grads is None:
+            raise RuntimeError("the trained-embedding penalty supports one backward pass per penalty() call")
+        g_out, g_in, gw = ctx.grads
+        ctx.grads = None
+        if gw is not None:
+            gw.mul_(grad_out)
+        return (g_out.mul_(grad_out), (None if ctx.shared else g_in.mul_(grad_out)), gw,
+                None, None, None, None, None)

@@ -1,0 +1,505 @@
+"""The state of attached priors: embeddings, coefficients, and the calls into the penalty math.
+
+:func:`attach` returns a :class:`PriorSet` (a ``torch.nn.Module``): one
+:class:`NeuronEmbedding` per neuron group on ``prior.manifold`` and one
+:class:`Term` per target weight. These classes hold buffers and parameters
+and call :mod:`moduli.regularizers.penalty`; what differs between priors
+comes from the prior itself (:meth:`Prior.coefficients`, ``manifold``,
+``trainable``). The model is never modified, and pruning is read through
+:mod:`moduli.targets` at every call (the effective weight ``orig * mask``;
+fused gradients go to ``orig``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import targets as tg
+from .penalty import (
+    FixedPenalty, LivePenalty, as_coefficients, group_gather, live_pass, penalty_gradient, weighted_penalty,
+)
+from .priors import Prior
+
+__all__ = ["attach", "PriorSet", "Term", "NeuronEmbedding"]
+
+
+def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent", *, points: Optional[dict] = None,
+           generator: Optional[torch.Generator] = None) -> "PriorSet":
+    """Apply a prior to the target weights of a model; return the prior set.
+
+    The model is not modified (same class, same ``state_dict`` keys). The
+    returned prior set (a ``torch.nn.Module``) holds the embeddings and
+    coefficients.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    prior : Prior
+        :class:`ModuliPrior`, :class:`L1Prior`, :class:`ShuffledPrior`, or
+        your own subclass of :class:`Prior`.
+    targets : str, list of str, or callable
+        ``"recurrent"`` (default: every ``weight_hh_l{k}[_reverse]`` of
+        ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and ``weight_hh`` of RNN cells, one
+        embedding per layer and direction shared by the gate blocks),
+        ``"linear"`` (``nn.Linear`` weights, one embedding for the inputs and
+        one for the outputs of each layer), ``"conv"`` (``nn.Conv1d/2d/3d``
+        weights, channels embedded, L2 norm per kernel slice), a list of
+        those kinds and/or parameter names (as in ``model.named_parameters()``;
+        ``"<name>_orig"`` of a pruned weight is accepted too), or a predicate
+        ``(name, weight) -> bool`` called on every parameter with at least two
+        dimensions (biases are never targets). See :func:`moduli.targets.find_targets`.
+    points : dict, optional
+        Embeddings to use instead of random ones: keys are neuron groups
+        (``priors.embeddings``) or target names; values are tensors of shape
+        ``(n, coord_dim)`` (or a pair ``(points_out, points_in)`` for a
+        target whose rows and columns are different neurons).
+    generator : torch.Generator, optional
+        Seeds the random embeddings (and the shuffled permutation).
+
+    Returns
+    -------
+    PriorSet
+        With ``.penalty()``, ``.terms[name]`` (``.points_out``, ``.points_in``,
+        ``.weight``, ``.coefficients()``), ``.parameters()`` (trained
+        embeddings), ``.freeze()``/``.unfreeze()``, ``.add_penalty_grad_(lam)``,
+        ``state_dict()``/``load_state_dict()``.
+
+    Raises
+    ------
+    ValueError
+        If no weight matches ``targets``, a name is unknown or a matched
+        parameter is not a weight matrix, or ``points`` has the wrong size.
+    TypeError
+        If ``model`` is not an ``nn.Module`` or ``prior`` is not a :class:`Prior`.
+    """
+    if not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a moduli.regularizers.Prior (ModuliPrior, L1Prior, ShuffledPrior or a "
+                        f"subclass of your own); got {type(prior).__name__}")
+    return PriorSet(model, prior, tg.find_targets(model, targets), points=points, generator=generator)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", ":")
+
+
+class NeuronEmbedding(nn.Module):
+    """Points of one neuron group on a manifold.
+
+    Fixed embeddings are a buffer ``fixed``; trained ones a parameter ``u``
+    mapped by ``manifold.from_unconstrained`` at every access, so optimizer
+    steps never leave the space.
+    """
+
+    def __init__(self, manifold, points: Tensor, trainable: bool):
+        super().__init__()
+        self.manifold = manifold
+        self.trainable = trainable
+        if trainable:
+            self.u = nn.Parameter(manifold.to_unconstrained(points).detach().clone())
+        else:
+            self.register_buffer("fixed", points.detach().clone())
+
+    @property
+    def points(self) -> Tensor:
+        """Tensor, shape=[n, coord_dim] (differentiable in ``u`` when trained)."""
+        if self.trainable:
+            return self.manifold.from_unconstrained(self.u)
+        return self.fixed
+
+    def extra_repr(self) -> str:
+        n = (self.u if self.trainable else self.fixed).shape[0]
+        return f"n={n}, manifold={self.manifold!r}, trainable={self.trainable}"
+
+
+class Term(nn.Module):
+    """The prior on one weight.
+
+    Attributes
+    ----------
+    name : str
+        The weight's name in ``model.named_parameters()`` (before pruning).
+    layout : moduli.targets.TargetLayout
+    kind : str
+    live : bool
+        Coefficients are recomputed from trained embeddings at each call.
+    """
+
+    def __init__(self, layout: tg.TargetLayout, module: nn.Module, attr: str, prior: Prior,
+                 emb_out: Optional[NeuronEmbedding], emb_in: Optional[NeuronEmbedding], coeff: Tensor, live: bool):
+        super().__init__()
+        self.layout = layout
+        self.name = layout.name
+        self.kind = layout.kind
+        self.prior = prior
+        self.exponent = float(prior.exponent)
+        self.reduction = prior.reduction
+        self.live = live
+        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_attr", attr)
+        object.__setattr__(self, "_emb_out", emb_out)
+        object.__setattr__(self, "_emb_in", emb_in)
+        self.register_buffer("coeff", coeff)
+
+    # ----------------------------------------------------------- accessors
+    @property
+    def points_out(self) -> Optional[Tensor]:
+        """Embedding of the rows' neurons, shape=[n_out, coord_dim] (None without a manifold)."""
+        return None if self._emb_out is None else self._emb_out.points
+
+    @property
+    def points_in(self) -> Optional[Tensor]:
+        """Embedding of the columns' neurons, shape=[n_in, coord_dim]; the same
+        tensor object as ``points_out`` for a recurrent matrix with fixed
+        embedding."""
+        return None if self._emb_in is None else self._emb_in.points
+
+    @property
+    def manifold(self):
+        """The space of the embedding (None without one)."""
+        return self.prior.manifold
+
+    @property
+    def weight(self) -> Tensor:
+        """The effective weight (``orig * mask`` if pruned)."""
+        return tg.effective_weight(self._module, self._attr)
+
+    @property
+    def parameter(self) -> nn.Parameter:
+        """The stored leaf that receives gradients (``<name>_orig`` if pruned)."""
+        return tg.stored_parameter(self._module, self._attr)
+
+    def _shared(self) -> bool:
+        return self._emb_in is self._emb_out
+
+    def _live_base(self) -> Tensor:
+        """Coefficients recomputed from the (trained) embeddings, shape=[n_out, n_in // groups]."""
+        c = self.prior.inhibitor(self.prior.manifold.cdist(
+            self._emb_out.points, None if self._shared() else self._emb_in.points, validate=False))
+        return group_gather(c, self.layout.groups)
+
+    def _base(self) -> Tensor:
+        """Coefficients broadcastable to ``(blocks, n_out, cols)`` (see :mod:`.penalty`)."""
+        return self._live_base() if self.live else self.coeff
+
+    def coefficients(self) -> Tensor:
+        """The coefficients with the weight's shape for matrices (gate blocks
+        repeat the neurons' coefficients) and ``(out_channels, in_channels //
+        groups)`` for convolutions; all ones for L1."""
+        lay = self.layout
+        return self._base().expand(lay.blocks, lay.n_out, lay.cols).reshape(lay.rows, lay.cols)
+
+    # ------------------------------------------------------------ penalty
+    def penalty(self) -> Tensor:
+        """This term of Eq. 6, shape=[]."""
+        w = self.weight
+        lay = self.layout
+        if not self.live:
+            return FixedPenalty.apply(w, self.coeff, self.exponent, lay.slice_norm, self.reduction,
+                                      self._workspace(w))
+        if not torch.is_grad_enabled():
+            return weighted_penalty(w, self._live_base(), self.exponent, slice_norm=lay.slice_norm,
+                                    reduction=self.reduction)
+        return LivePenalty.apply(self._emb_out.points, None if self._shared() else self._emb_in.points, w, lay,
+                                 self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction)
+
+    def _add_grad_(self, lam: float, want_value: bool, points: list, point_grads: list) -> Optional[Tensor]:
+        """Add ``lam * d term / dW`` to the stored parameter's ``.grad`` (and collect embedding gradients)."""
+        w = self.weight.detach()
+        param = self.parameter
+        lay = self.layout
+        if self.live:
+            with torch.enable_grad():
+                p_out = self._emb_out.points
+                p_in = None if self._shared() else self._emb_in.points
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            v, g_out, g_in = live_pass(lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction,
+                                       p_out, p_in, w, weight_grad=param.grad, alpha=lam, accumulate=True)
+            points.append(p_out)
+            point_grads.append(g_out.mul_(lam))
+            if p_in is not None:
+                points.append(p_in)
+                point_grads.append(g_in.mul_(lam))
+            return v
+        v = None
+        if want_value:
+            v = weighted_penalty(w, self.coeff, self.exponent, slice_norm=lay.slice_norm, reduction=self.reduction,
+                                 workspace=self._workspace(w))
+        g = penalty_gradient(w, self.coeff, self.exponent, slice_norm=lay.slice_norm, reduction=self.reduction,
+                             out=self._workspace(w))
+        if param.grad is None:
+            param.grad = g.mul(lam)
+        else:
+            param.grad.add_(g, alpha=lam)
+        return v
+
+    def _workspace(self, like: Tensor) -> Tensor:
+        """Scratch memory shaped like the weight, reused across calls."""
+        ws = self.__dict__.get("_ws")
+        if ws is None or ws.shape != like.shape or ws.dtype != like.dtype or ws.device != like.device:
+            ws = torch.empty_like(like, memory_format=torch.contiguous_format)
+            self.__dict__["_ws"] = ws
+        return ws
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written by moduli 0.1 stored a uniform (L1) coefficient as an empty buffer
+        key = prefix + "coeff"
+        if key in state_dict and state_dict[key].numel() == 0 and self.coeff.ndim == 0:
+            state_dict = dict(state_dict)
+            state_dict[key] = self.coeff.detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, kind={self.kind}, shape={self.layout.shape}, live={self.live}"
+
+
+class PriorSet(nn.Module):
+    """The priors attached to one model (returned by :func:`attach`).
+
+    Holds the embeddings (buffers, or parameters when trained) and the
+    coefficient matrices of every target; the model itself is not changed.
+
+    Attributes
+    ----------
+    terms : dict of str to Term
+        One term per target weight, keyed by its name in
+        ``model.named_parameters()`` (the name before pruning).
+    embeddings : dict of str to NeuronEmbedding
+        One embedding per neuron group (empty for a prior without a manifold).
+    check_finite : bool
+        ``penalty()`` raises ``ValueError`` on a NaN/inf result, naming the
+        weight (one scalar device sync per call). Set False to skip.
+    """
+
+    def __init__(self, model: nn.Module, prior: Prior, layouts: list[tg.TargetLayout], *,
+                 points: Optional[dict] = None, generator: Optional[torch.Generator] = None):
+        super().__init__()
+        if not isinstance(prior, Prior):
+            raise TypeError(f"prior must be a moduli.regularizers.Prior; got {type(prior).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        if points is not None and not isinstance(points, dict):
+            raise TypeError(f"points must be a dict from neuron group or weight name to a tensor; got "
+                            f"{type(points).__name__}")
+        manifold = prior.manifold
+        if prior.trainable and (manifold is None or getattr(prior, "inhibitor", None) is None):
+            raise TypeError(f"{type(prior).__name__} has trainable=True but no manifold and inhibitor: trained "
+                            "embeddings recompute inhibitor(manifold.cdist(...))")
+        if points and manifold is None:
+            raise ValueError(f"points were given but {type(prior).__name__} has no manifold to embed them on")
+        self.prior = prior
+        self.check_finite = True
+        self._frozen = False
+        object.__setattr__(self, "_model", weakref.ref(model))
+        device, dtype = tg.module_device_dtype(model)
+        self.emb = nn.ModuleDict()
+        self.term = nn.ModuleDict()
+        gen = generator if generator is not None else getattr(prior, "generator", None)
+        groups = _group_sizes(layouts)
+        if manifold is not None:
+            points = _expand_points(points or {}, layouts, groups)
+            for group, n in groups.items():
+                pts = points.get(group)
+                if pts is None:
+                    pts = manifold.random_uniform(
+                        n, generator=gen, dtype=dtype, device=gen.device if gen is not None else device,
+                    ).to(device=device, dtype=dtype)
+                else:
+                    pts = _check_points(manifold, pts, group, n).to(device=device, dtype=dtype)
+                self.emb[_key(group)] = NeuronEmbedding(manifold, pts, prior.trainable)
+        owner = type(prior).__name__
+        for lay in layouts:
+            module, attr = tg.resolve(model, lay.name)
+            e_out = self.emb[_key(lay.out_group)] if manifold is not None else None
+            e_in = self.emb[_key(lay.in_group)] if manifold is not None else None
+            with torch.no_grad():
+                if prior.trainable:  # recomputed at every call; filled by freeze()
+                    coeff = torch.zeros(lay.n_out, lay.cols, device=device, dtype=dtype)
+                else:
+                    c = prior.coefficients(lay, None if e_out is None else e_out.points,
+                                           None if e_in is None or lay.shared else e_in.points, generator=gen)
+                    coeff = as_coefficients(c, lay, owner).to(device=device, dtype=dtype)
+            self.term[_key(lay.name)] = Term(lay, module, attr, prior, e_out, e_in, coeff, live=prior.trainable)
+        self.terms: dict[str, Term] = {t.name: t for t in self.term.values()}
+        self.embeddings: dict[str, NeuronEmbedding] = {k.replace(":", "."): v for k, v in self.emb.items()}
+
+    # --------------------------------------------------------------- main
+    def _follow_model(self) -> None:
+        """Move buffers/embeddings to the model's device and dtype if it moved."""
+        for t in self.term.values():
+            w = t.parameter  # the stored leaf: no computation
+            if t.coeff.device != w.device or t.coeff.dtype != w.dtype:
+                self.to(device=w.device, dtype=w.dtype)
+            break
+
+    def penalty(self) -> Tensor:
+        """Sum of every term (Eq. 6), a scalar to add to the loss as ``lam * penalty()``.
+
+        Returns
+        -------
+        Tensor, shape=[]
+        """
+        self._follow_model()
+        total = None
+        for term in self.terms.values():
+            p = term.penalty()
+            total = p if total is None else total + p
+        if total is None:
+            raise ValueError("this prior set has no terms")
+        if self.check_finite and not bool(torch.isfinite(total.detach())):
+            self._raise_not_finite()
+        return total
+
+    def _raise_not_finite(self):
+        for term in self.terms.values():
+            w = term.weight.detach()
+            if not bool(torch.isfinite(w).all()):
+                bad = int((~torch.isfinite(w)).sum())
+                raise ValueError(
+                    f"weight {term.name} of shape {tuple(w.shape)} has {bad} NaN/inf entries; the prior "
+                    "penalty is not finite"
+                )
+        raise ValueError("the prior penalty is not finite (the embeddings or coefficients contain NaN/inf)")
+
+    def add_penalty_grad_(self, lam: float) -> Optional[Tensor]:
+        """Fused gradient step: add ``lam * d penalty / dW`` to each weight's ``.grad``.
+
+        Like decoupled weight decay, this skips the autograd graph of the
+        penalty: ``grad += lam * l * C * sign(W) * |W|^(l-1)`` per entry (per
+        kernel slice ``lam * l * C * ||T||^(l-2) * T`` for convolutions). Call
+        it after ``loss.backward()`` and before ``optimizer.step()``, instead
+        of adding ``lam * penalty()`` to the loss. Pruned weights receive the
+        gradient on ``<name>_orig`` (zero where the mask is zero). Trained
+        embeddings receive ``lam * d penalty / d u`` as well (coefficients
+        recomputed in row chunks, as in :meth:`penalty`).
+
+        Parameters
+        ----------
+        lam : float
+            The regularizing factor.
+
+        Returns
+        -------
+        Tensor or None
+            The penalty value (detached) when ``check_finite`` is true, else None.
+        """
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+            raise TypeError(f"lam must be a real number; got {type(lam).__name__}")
+        lam = float(lam)
+        self._follow_model()
+        value = None
+        points, point_grads = [], []
+        with torch.no_grad():
+            for term in self.terms.values():
+                v = term._add_grad_(lam, self.check_finite, points, point_grads)
+                if v is not None:
+                    value = v if value is None else value + v
+        if points:
+            torch.autograd.backward(points, point_grads)
+        if not self.check_finite:
+            return None
+        if not bool(torch.isfinite(value)):
+            self._raise_not_finite()
+        return value
+
+    # ------------------------------------------------------------- freezing
+    @property
+    def frozen(self) -> bool:
+        """Whether trained embeddings are frozen."""
+        return self._frozen
+
+    def _trained_embeddings(self):
+        return [emb for emb in self.emb.values() if emb.trainable]
+
+    def freeze(self) -> "PriorSet":
+        """Stop training the embeddings (the lottery phase).
+
+        Sets ``requires_grad=False`` on every embedding parameter and caches
+        the coefficients once, so later penalties cost as much as a fixed
+        embedding's. Returns ``self``.
+        """
+        for emb in self._trained_embeddings():
+            emb.u.requires_grad_(False)
+        with torch.no_grad():
+            for term in self.term.values():
+                if term.live:
+                    term.live = False
+                    term.coeff = term._live_base().detach().clone()
+        self._frozen = True
+        return self
+
+    def unfreeze(self) -> "PriorSet":
+        """Undo :meth:`freeze`: embeddings train again. Returns ``self``."""
+        for emb in self._trained_embeddings():
+            emb.u.requires_grad_(True)
+        for term in self.term.values():
+            term.live = term.prior.trainable
+        self._frozen = False
+        return self
+
+    def get_extra_state(self) -> dict:
+        return {"frozen": self._frozen}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state.get("frozen", False):
+            self._frozen = True
+            for emb in self._trained_embeddings():
+                emb.u.requires_grad_(False)
+            for term in self.term.values():
+                term.live = False
+        else:
+            self.unfreeze()
+
+    def extra_repr(self) -> str:
+        return f"prior={self.prior!r}, targets={list(self.terms)}, frozen={self._frozen}"
+
+
+def _group_sizes(layouts: list[tg.TargetLayout]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for lay in layouts:
+        for group, n in ((lay.out_group, lay.n_out), (lay.in_group, lay.n_in)):
+            if sizes.setdefault(group, n) != n:
+                raise ValueError(f"neuron group {group!r} has inconsistent sizes {sizes[group]} and {n}")
+    return sizes
+
+
+def _expand_points(points: dict, layouts: list[tg.TargetLayout], groups: dict) -> dict:
+    """Accept points keyed by group or by weight name (tensor, or (out, in) pair)."""
+    out = {}
+    names = {lay.name: lay for lay in layouts}
+    for key, value in points.items():
+        if key in groups:
+            out[key] = value
+        elif key in names:
+            lay = names[key]
+            if isinstance(value, (tuple, list)):
+                if len(value) != 2:
+                    raise ValueError(f"points[{key!r}] must be a tensor or a pair (points_out, points_in)")
+                out[lay.out_group], out[lay.in_group] = value
+            else:
+                if not lay.shared:
+                    raise ValueError(
+                        f"points[{key!r}]: {key} connects two neuron groups ({lay.out_group}, {lay.in_group}); "
+                        "pass a pair (points_out, points_in)"
+                    )
+                out[lay.out_group] = value
+        else:
+            raise ValueError(
+                f"points has key {key!r}, which is neither a target weight ({', '.join(names)}) nor a "
+                f"neuron group ({', '.join(groups)})"
+            )
+    return out
+
+
+def _check_points(manifold, pts, group: str, n: int) -> Tensor:
+    pts = manifold.check_points(pts, f"points[{group!r}]", ndim=2)
+    if pts.shape[0] != n:
+        raise ValueError(
+            f"points[{group!r}] must have shape ({n}, {manifold.coord_dim}) for the {n} neurons of "
+            f"{group}; got shape {tuple(pts.shape)}"
+        )
+    return pts

@@ -498,3 +498,20 @@ def test_recurrent_modules_give_their_hidden_weight_and_states():
     assert states.shape == (22, 5) and not states.requires_grad
     with pytest.raises(ValueError, match="weight"):
         an.connectivity(torch.nn.ReLU())
+
+
+def test_connectivity_reads_a_real_prior_term_after_pruning():
+    from moduli import pruning, regularizers as rg
+
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(2, 24)
+    torus = mf.FlatTorus(2, 10.0)
+    priors = rg.attach(rnn, rg.ModuliPrior(torus, rg.DifferenceOfGaussians()),
+                       generator=torch.Generator().manual_seed(0))
+    pruning.GradualMagnitudePruning(rnn, 0.75, epochs=1, targets="recurrent").step()
+    term = priors.terms["weight_hh_l0"]
+    from_term = an.connectivity(term, seed=0)
+    by_hand = an.connectivity(rnn.weight_hh_l0_orig * rnn.weight_hh_l0_mask, points=term.points_out,
+                              manifold=torus, seed=0)
+    assert from_term.summary() == by_hand.summary()
+    assert from_term.n_edges < 24 * 23 / 2  # the pruned entries are not edges

@@ -8,7 +8,7 @@ the deprecated ``backends`` shim.
 
 import importlib as _importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import manifolds, pruning, regularizers, targets  # noqa: E402
 

@@ -588,3 +588,51 @@ def test_deprecated_backends_shim_warns_and_delegates():
     assert float(priors.penalty().detach()) == pytest.approx(float(model.weight_hh_l0.detach().abs().sum()))
     with pytest.raises(TypeError, match="no moduli backend accepts"):
         backends.get_backend(object())
+
+
+def test_lam_must_be_a_finite_nonnegative_number_and_numpy_scalars_are_numbers():
+    import numpy as np
+
+    model = nn.RNN(2, 4)
+    priors = rg.attach(model, rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians()))
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="lam must be a finite non-negative number"):
+            priors.add_penalty_grad_(bad)
+        assert model.weight_hh_l0.grad is None  # nothing was written
+    with pytest.raises(TypeError, match="lam must be"):
+        priors.add_penalty_grad_("1e-3")
+    priors.add_penalty_grad_(np.float32(0.5))
+    assert bool(torch.isfinite(model.weight_hh_l0.grad).all())
+
+
+def test_trained_embeddings_refuse_an_inhibitor_with_an_infinite_derivative():
+    with pytest.raises(ValueError, match="non-finite derivative at d = 0"):
+        rg.ModuliPrior(TORUS, rg.Inhibitor.from_expression("sqrt(d)"), trainable=True)
+    rg.ModuliPrior(TORUS, rg.Inhibitor.from_expression("sqrt(d)"))  # a fixed embedding never differentiates f
+
+
+def test_inhibitors_refuse_nan_distances():
+    with pytest.raises(ValueError, match="NaN distances"):
+        rg.DifferenceOfGaussians()(torch.tensor([0.0, float("nan")]))
+
+
+def test_overflow_is_reported_as_overflow_not_as_nan_coefficients():
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.fill_(3e38)
+    priors = rg.attach(model, rg.L1Prior(), targets="linear")
+    with pytest.raises(ValueError, match="overflowed in torch.float32.*float64"):
+        priors.penalty()
+    model.double()
+    assert math.isfinite(float(priors.penalty().detach()))
+
+
+def test_zero_width_layers_and_foreign_states_are_clear_errors():
+    with pytest.warns(UserWarning):  # torch: initializing zero-element tensors
+        empty = nn.Linear(3, 0)
+    with pytest.raises(ValueError, match="a layer without neurons"):
+        rg.attach(empty, rg.L1Prior(), targets="linear")
+    prior = rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians())
+    small = rg.attach(nn.RNN(3, 5), prior)
+    with pytest.raises(ValueError, match="does not fit this one: emb.hidden_l0.fixed has shape \\(6, 2\\), here \\(5, 2\\)"):
+        small.load_state_dict(rg.attach(nn.RNN(3, 6), prior).state_dict())

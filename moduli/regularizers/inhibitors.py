@@ -81,6 +81,8 @@ class Inhibitor:
             raise TypeError(f"d must be a torch.Tensor of distances; got {type(d).__name__}")
         if not d.is_floating_point():
             raise TypeError(f"d must have a floating-point dtype; got {d.dtype}")
+        if bool(torch.isnan(d).any()):
+            raise ValueError(f"d contains NaN distances ({int(torch.isnan(d).sum())} of {d.numel()})")
         return self.forward(d)
 
     def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,7 +102,7 @@ class Inhibitor:
         """
         with torch.enable_grad():
             dd = d.detach().requires_grad_(True)
-            value = self(dd)
+            value = self.forward(dd)
             (grad,) = torch.autograd.grad(value.sum(), dd, allow_unused=True)
         if grad is None:
             grad = torch.zeros_like(dd)
@@ -138,6 +140,30 @@ class Inhibitor:
             )
         return low, float(values.max())
 
+    def check_derivative(self, diameter: float) -> None:
+        """Check that ``f'`` is finite on a grid of ``[0, diameter]``, ``d = 0`` included.
+
+        Trained embeddings differentiate ``f(d(x, y))``: distances are 0 on a
+        recurrent matrix's diagonal, where the distance's gradient is 0, so an
+        infinite ``f'(0)`` (``sqrt(d)``, ``d**0.5``) makes ``inf * 0 = NaN`` in
+        every embedding gradient.
+
+        Raises
+        ------
+        ValueError
+            If ``f'`` is infinite or NaN somewhere on the grid.
+        """
+        top = _UNBOUNDED_RANGE if not math.isfinite(diameter) else float(diameter)
+        grid = torch.linspace(0.0, top, _GRID, dtype=torch.float64)
+        _, deriv = self.value_and_derivative(grid)
+        if not bool(torch.isfinite(deriv).all()):
+            bad = float(grid[~torch.isfinite(deriv)][0])
+            raise ValueError(
+                f"{self!r} has a non-finite derivative at d = {bad:.4g}: trained embeddings need f' finite "
+                f"on [0, {top:g}] (distances are 0 on a recurrent matrix's diagonal); fix the embedding "
+                "or use an inhibitor that is smooth at 0"
+            )
+
     def collapse_minimizes(self, diameter: float) -> bool:
         """Whether ``f(0)`` is the minimum of ``f`` on ``[0, diameter]``.
 
@@ -169,6 +195,7 @@ class Inhibitor:
                 )
             if not getattr(manifold, "differentiable", True):
                 raise ValueError(f"trainable=True needs a differentiable space; {manifold!r} is not")
+            self.check_derivative(manifold.diameter)
             if self.collapse_minimizes(manifold.diameter):
                 warnings.warn(
                     f"{self!r} is smallest at d = 0 on {manifold!r} (for example because it is "

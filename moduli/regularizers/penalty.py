@@ -302,7 +302,7 @@ def live_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_ou
             xl = x[r0:r1].detach().requires_grad_(True)
             d = manifold.cdist(xl, yl, validate=False)
             if layout.groups > 1:
-                c = group_gather(inhibitor(d), layout.groups, row0=r0, n_out=n_out)
+                c = group_gather(inhibitor.forward(d), layout.groups, row0=r0, n_out=n_out)
                 s = (c * a).sum()
                 gx, gy = torch.autograd.grad(s, (xl, yl))
                 c = c.detach()

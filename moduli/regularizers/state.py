@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .. import _validate
 from .. import targets as tg
 from .penalty import (
     FixedPenalty, LivePenalty, as_coefficients, group_gather, live_pass, penalty_gradient, weighted_penalty,
@@ -177,7 +178,7 @@ class Term(nn.Module):
 
     def _live_base(self) -> Tensor:
         """Coefficients recomputed from the (trained) embeddings, shape=[n_out, n_in // groups]."""
-        c = self.prior.inhibitor(self.prior.manifold.cdist(
+        c = self.prior.inhibitor.forward(self.prior.manifold.cdist(
             self._emb_out.points, None if self._shared() else self._emb_in.points, validate=False))
         return group_gather(c, self.layout.groups)
 
@@ -313,6 +314,9 @@ class PriorSet(nn.Module):
                 self.emb[_key(group)] = NeuronEmbedding(manifold, pts, prior.trainable)
         owner = type(prior).__name__
         for lay in layouts:
+            if lay.n_out == 0 or lay.n_in == 0:
+                raise ValueError(f"target {lay.name} has shape {lay.shape}: a layer without neurons cannot carry "
+                                 "a prior")
             module, attr = tg.resolve(model, lay.name)
             e_out = self.emb[_key(lay.out_group)] if manifold is not None else None
             e_in = self.emb[_key(lay.in_group)] if manifold is not None else None
@@ -326,6 +330,23 @@ class PriorSet(nn.Module):
             self.term[_key(lay.name)] = Term(lay, module, attr, prior, e_out, e_in, coeff, live=prior.trainable)
         self.terms: dict[str, Term] = {t.name: t for t in self.term.values()}
         self.embeddings: dict[str, NeuronEmbedding] = {k.replace(":", "."): v for k, v in self.emb.items()}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load embeddings and coefficients saved from a prior set of the same shape.
+
+        Raises
+        ------
+        ValueError
+            If a saved tensor's shape differs from this prior set's (a prior set
+            of another model or size), naming the tensor.
+        """
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if key in own and isinstance(value, Tensor) and own[key].shape != value.shape \
+                    and not (key.endswith(".coeff") and value.numel() == 0 and own[key].ndim == 0):
+                raise ValueError(f"the saved prior set does not fit this one: {key} has shape {tuple(value.shape)}, "
+                                 f"here {tuple(own[key].shape)} (a prior set of another model or size?)")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # --------------------------------------------------------------- main
     def _follow_model(self) -> None:
@@ -363,7 +384,18 @@ class PriorSet(nn.Module):
                     f"weight {term.name} of shape {tuple(w.shape)} has {bad} NaN/inf entries; the prior "
                     "penalty is not finite"
                 )
-        raise ValueError("the prior penalty is not finite (the embeddings or coefficients contain NaN/inf)")
+        for emb_name, emb in self.embeddings.items():
+            if not bool(torch.isfinite(emb.points.detach()).all()):
+                raise ValueError(f"the embedding of neuron group {emb_name} has NaN/inf points; the prior penalty "
+                                 "is not finite (lower the embeddings' learning rate, or fix them)")
+        for term in self.terms.values():
+            if not bool(torch.isfinite(term._base().detach()).all()):
+                raise ValueError(f"the coefficients of {term.name} contain NaN/inf; the prior penalty is not finite")
+        dtype = next(iter(self.terms.values())).weight.dtype
+        raise ValueError(
+            f"the prior penalty overflowed in {dtype} (weights, embeddings and coefficients are finite, but their "
+            "weighted sum is not): compute it in float64 (model.double()) or use smaller weights or lambda"
+        )
 
     def add_penalty_grad_(self, lam: float) -> Optional[Tensor]:
         """Fused gradient step: add ``lam * d penalty / dW`` to each weight's ``.grad``.
@@ -380,16 +412,14 @@ class PriorSet(nn.Module):
         Parameters
         ----------
         lam : float
-            The regularizing factor.
+            The regularizing factor, finite and >= 0.
 
         Returns
         -------
         Tensor or None
             The penalty value (detached) when ``check_finite`` is true, else None.
         """
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-            raise TypeError(f"lam must be a real number; got {type(lam).__name__}")
-        lam = float(lam)
+        lam = _validate.nonnegative(lam, "lam")
         self._follow_model()
         value = None
         points, point_grads = [], []

@@ -1,6 +1,8 @@
 """Gradual magnitude pruning and lottery tickets (issue 3, section 4)."""
 
 import copy
+import math
+import warnings
 
 import pytest
 import torch
@@ -245,3 +247,29 @@ def test_lottery_freezes_only_the_prior_sets_it_is_handed():
     assert all(p.requires_grad for p in other.parameters())
     with pytest.raises(TypeError, match="priors\\[0\\] must be a prior set"):
         pruning.lottery_reset(model, "reinit", priors=["not a prior set"])
+
+
+def test_global_ranking_that_empties_a_layer_warns_and_min_kept_prevents_it():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        mlp[2].weight.mul_(1e-3)  # the small output layer ranks last globally
+    with pytest.warns(UserWarning, match="left 2.weight with 0 kept entries for its 4 rows \\(emptied\\)"):
+        pruning.GradualMagnitudePruning(mlp, 0.9, epochs=1).step()
+    assert pruning.sparsity(mlp[2].weight) == 1.0
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        mlp[2].weight.mul_(1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gmp = pruning.GradualMagnitudePruning(mlp, 0.9, epochs=1, min_kept=0.05)
+        gmp.step()
+    kept = int((mlp[2].weight != 0).sum())
+    assert kept == math.ceil(0.05 * 128)
+    assert gmp.sparsity() == pytest.approx(0.9, abs=1 / (64 * 32 + 128))  # the target is still met exactly
+    with pytest.raises(ValueError, match="cannot be met while keeping min_kept=0.5"):
+        pruning.GradualMagnitudePruning(mlp, 0.9, epochs=1, min_kept=0.5)
+    with pytest.raises(ValueError, match="min_kept must be in"):
+        pruning.GradualMagnitudePruning(mlp, 0.9, epochs=1, min_kept=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -93,6 +95,16 @@ class GradualMagnitudePruning:
         With a model: the same target specs as
         :func:`moduli.regularizers.attach` (``"recurrent"``, ``"linear"``,
         ``"conv"``, names, predicate) instead of every weight matrix.
+    min_kept : float
+        Keep at least ``ceil(min_kept * numel)`` entries of every tensor (its
+        largest ones), so global ranking cannot empty a layer; default 0.
+        ``ValueError`` if the target sparsity cannot be met with it.
+
+    Warns
+    -----
+    UserWarning
+        Once per tensor, when a step leaves it with fewer kept entries than it
+        has rows (output units) -- a layer emptied, or nearly, by global ranking.
 
     Examples
     --------
@@ -107,9 +119,10 @@ class GradualMagnitudePruning:
     """
 
     def __init__(self, model_or_params, target_sparsity: float, epochs: int, scope: str = "global", *,
-                 targets=None):
+                 targets=None, min_kept: float = 0.0):
         target_sparsity = _validate.fraction(target_sparsity, "target_sparsity", closed=True)
         epochs = _validate.integer(epochs, "epochs", minimum=1)
+        min_kept = _validate.fraction(min_kept, "min_kept")
         scope = {"per-tensor": "tensor", "per_tensor": "tensor", "local": "tensor"}.get(scope, scope)
         if scope not in _SCOPES:
             raise ValueError(f"scope must be 'global' or 'tensor'; got {scope!r}")
@@ -118,6 +131,15 @@ class GradualMagnitudePruning:
         self.epochs = int(epochs)
         self.scope = scope
         self.epoch = 0
+        self.min_kept = min_kept
+        self._warned: set[str] = set()
+        sizes = [stored.numel() for stored in (tg.stored_parameter(m, a) for _, m, a in self.entries)]
+        kept = [math.ceil(min_kept * n) for n in sizes]
+        pairs = [(sum(sizes), sum(kept))] if scope == "global" else list(zip(sizes, kept))
+        for n, k in pairs:
+            if round(self.target_sparsity * n) > n - k:
+                raise ValueError(f"target_sparsity={self.target_sparsity:g} cannot be met while keeping "
+                                 f"min_kept={min_kept:g} of every tensor; lower one of them")
 
     @property
     def names(self) -> list[str]:
@@ -150,14 +172,25 @@ class GradualMagnitudePruning:
             mask = tg.mask_of(module, attr)
             if mask is not None:
                 s = torch.where(mask == 0, torch.full_like(s, -1.0), s)
-            scores.append(s.reshape(-1))
+            s = s.reshape(-1)
+            if self.min_kept > 0:  # the largest entries of each tensor are never candidates
+                s[torch.topk(s, math.ceil(self.min_kept * s.numel())).indices] = math.inf
+            scores.append(s)
         if self.scope == "global":
             flat = torch.cat([s.to(scores[0].device) for s in scores])
             masks = _lowest_mask(flat, round(fraction * flat.numel())).split([s.numel() for s in scores])
         else:
             masks = [_lowest_mask(s, round(fraction * s.numel())) for s in scores]
-        for (_, module, attr), mask in zip(self.entries, masks):
+        for (name, module, attr), mask in zip(self.entries, masks):
             tg.install_mask(module, attr, mask)
+            rows = tg.stored_parameter(module, attr).shape[0]
+            kept = int(tg.mask_of(module, attr).count_nonzero())
+            if kept < rows and name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(
+                    f"pruning to {fraction:.3g} left {name} with {kept} kept entries for its {rows} rows "
+                    f"({'emptied' if kept == 0 else 'fewer than one per output unit'}); pass min_kept= to keep "
+                    "a fraction of every tensor, or scope='tensor'", UserWarning, stacklevel=3)
 
     def __iter__(self) -> Iterator[tuple[nn.Module, str]]:
         """The chosen weights as ``(module, attr)`` pairs (so ``sparsity(pruner)`` measures them)."""

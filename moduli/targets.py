@@ -239,6 +239,25 @@ def reapply_mask(module: nn.Module, name: str) -> None:
         setattr(module, attr, orig * mask)
 
 
+def _recompute_out_proj(attention: nn.Module, args) -> None:
+    """Forward pre-hook of an ``nn.MultiheadAttention``: recompute its pruned ``out_proj.weight``.
+
+    Attention reads ``out_proj.weight`` directly instead of calling
+    ``out_proj``, so the pre-hook ``torch.nn.utils.prune`` puts on ``out_proj``
+    never runs and the stale product would be backpropagated twice.
+    """
+    out = attention.out_proj
+    if is_pruned(out, "weight"):
+        setattr(out, "weight", out._parameters["weight" + _ORIG] * out._buffers["weight" + _MASK])
+
+
+def _hook_direct_readers(root: nn.Module, module: nn.Module) -> None:
+    for parent in root.modules():
+        if isinstance(parent, nn.MultiheadAttention) and parent.out_proj is module and not any(
+                hook is _recompute_out_proj for hook in parent._forward_pre_hooks.values()):
+            parent.register_forward_pre_hook(_recompute_out_proj)
+
+
 @torch.no_grad()
 def install_mask(module: nn.Module, name: str, mask: Tensor) -> None:
     """Prune ``name`` where ``mask`` is zero, keeping earlier masks (a weight never unprunes).
@@ -246,16 +265,20 @@ def install_mask(module: nn.Module, name: str, mask: Tensor) -> None:
     The first mask reparametrizes ``name`` with ``torch.nn.utils.prune``
     (``name_orig`` is the same parameter object, so optimizers keep working);
     later ones multiply into ``name_mask``. Pruned entries of ``name_orig``
-    are set to zero.
+    are set to zero. Pass the whole model and the weight's qualified name
+    when a parent module reads the weight directly (``out_proj.weight`` of
+    ``nn.MultiheadAttention``): the parent then recomputes it before each
+    forward as well.
     """
-    module, attr = _owner(module, name)
-    if is_pruned(module, attr):
-        buf = module._buffers[attr + _MASK]
+    owner, attr = _owner(module, name)
+    if is_pruned(owner, attr):
+        buf = owner._buffers[attr + _MASK]
         buf.mul_(mask.reshape(buf.shape).to(device=buf.device, dtype=buf.dtype))
     else:
-        param = module._parameters[attr]
-        prune.custom_from_mask(module, attr, mask.reshape(param.shape).to(param.device))
-    reapply_mask(module, attr)
+        param = owner._parameters[attr]
+        prune.custom_from_mask(owner, attr, mask.reshape(param.shape).to(param.device))
+        _hook_direct_readers(module, owner)
+    reapply_mask(owner, attr)
 
 
 def masks(model: nn.Module, names: Optional[Iterable[str]] = None) -> dict[str, Tensor]:
@@ -283,7 +306,7 @@ def restore_masks(model: nn.Module, saved: dict[str, Tensor]) -> None:
         shape = tuple(stored_parameter(module, attr).shape)
         if tuple(mask.shape) != shape:
             raise ValueError(f"mask of {name} has shape {tuple(mask.shape)}; the weight has shape {shape}")
-        install_mask(module, attr, mask)
+        install_mask(model, name, mask)
 
 
 def strip_pruning(module: nn.Module) -> nn.Module:

@@ -273,3 +273,32 @@ def test_global_ranking_that_empties_a_layer_warns_and_min_kept_prevents_it():
         pruning.GradualMagnitudePruning(mlp, 0.9, epochs=1, min_kept=0.5)
     with pytest.raises(ValueError, match="min_kept must be in"):
         pruning.GradualMagnitudePruning(mlp, 0.9, epochs=1, min_kept=1.0)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_pruned_transformer_layer_trains_and_evaluates(train):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+    gmp = pruning.GradualMagnitudePruning(layer, 0.5, epochs=2)
+    assert "self_attn.out_proj.weight" in gmp.names
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(5, 3, 16)
+    for step in range(4):
+        if step in (0, 2):
+            gmp.step()
+        loss = layer(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()  # a stale out_proj weight would be backpropagated twice here
+        opt.step()
+    out = layer.self_attn.out_proj
+    assert bool((out.weight_orig[out.weight_mask == 0] == 0).all())
+    layer.train(train)
+    with torch.no_grad():
+        y = layer(x)
+    # the same layer with its masks applied by hand computes the same function
+    plain = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+    pruning.restore_masks(plain, pruning.masks(layer))
+    plain.load_state_dict(layer.state_dict())
+    plain.train(train)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), y, atol=1e-6)

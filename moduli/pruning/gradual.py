@@ -127,6 +127,7 @@ class GradualMagnitudePruning:
         if scope not in _SCOPES:
             raise ValueError(f"scope must be 'global' or 'tensor'; got {scope!r}")
         self.entries = _resolve_targets(model_or_params, targets)
+        self._root = model_or_params if isinstance(model_or_params, nn.Module) else None
         self.target_sparsity = float(target_sparsity)
         self.epochs = int(epochs)
         self.scope = scope
@@ -182,7 +183,10 @@ class GradualMagnitudePruning:
         else:
             masks = [_lowest_mask(s, round(fraction * s.numel())) for s in scores]
         for (name, module, attr), mask in zip(self.entries, masks):
-            tg.install_mask(module, attr, mask)
+            if self._root is not None:
+                tg.install_mask(self._root, name, mask)  # the whole model: parents reading a weight are hooked
+            else:
+                tg.install_mask(module, attr, mask)
             rows = tg.stored_parameter(module, attr).shape[0]
             kept = int(tg.mask_of(module, attr).count_nonzero())
             if kept < rows and name not in self._warned:

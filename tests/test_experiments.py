@@ -494,6 +494,9 @@ def test_inhibitor_arguments_have_one_canonical_label_and_run_id():
     two = parse_regime("r3:trained:dog(sigma2=3,sigma1=0.7)")
     assert two.label == "r3:trained:dog(sigma1=0.7,sigma2=3)"
     assert parse_regime(two.label) == two and Regime.from_dict(two.to_dict()) == two
+    for label in ("none", "l1", "shuffled:klein", "torus:trained"):  # hashable, and equal after a round trip
+        r = parse_regime(label)
+        assert Regime.from_dict(r.to_dict()) == r and hash(Regime.from_dict(r.to_dict())) == hash(r)
     spec = RunSpec("navigation", "smoke", two, 1e-4, 0.9, 0)
     assert spec.run_id == "navigation-smoke-r3-trained-dog-sigma1=0.7-sigma2=3-lam0.0001-s0.9-seed0"
     assert RunSpec("navigation", "smoke", parse_regime("torus"), 1e-4, 0.9, 0).run_id == \

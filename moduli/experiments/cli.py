@@ -10,6 +10,8 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 from ..cli import command
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
@@ -106,8 +108,6 @@ def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
 
 def execution_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ``run_sweep`` set by :func:`add_sweep_options` (threads set here)."""
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     return dict(progress=not args.no_progress, workers=args.workers, ray=args.ray, threads=args.threads)

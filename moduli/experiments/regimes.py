@@ -106,6 +106,7 @@ class Regime:
         if self.kind in ("none", "l1"):
             if self.manifold is not None or self.inhibitor is not None or self.trained or args:
                 raise ValueError(f"regime {self.kind!r} takes no manifold, inhibitor, arguments or training")
+            object.__setattr__(self, "inhibitor_args", ())
             return
         if self.manifold not in MANIFOLD_NAMES:
             raise ValueError(f"manifold must be one of {list(MANIFOLD_NAMES)}, got {self.manifold!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from moduli.experiments.regimes import build_manifold
+from moduli.manifolds.catalog import build as build_manifold
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 import torch
 
 from moduli.experiments import lm
-from moduli.experiments.tasks import make_task
+from moduli.experiments.registry import make_task
 
 
 def main() -> None:

@@ -15,9 +15,10 @@ import argparse
 
 import torch
 
+from moduli import targets
 from moduli.experiments import make_task
-from moduli.experiments.config import config_from_dict
-from moduli.experiments.runner import _restore_masks
+from moduli.experiments.registry import config_from_dict
+from moduli.experiments.results import migrate_config
 
 
 def main() -> None:
@@ -27,16 +28,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    cfg = config_from_dict("navigation", state["config"])
+    cfg = config_from_dict("navigation", migrate_config(state["config"]))
     task = make_task("navigation", cfg, args.seed)
     model = task.build_model()
-    _restore_masks(model, state["masks"])
+    targets.restore_masks(model, state["masks"])
     model.load_state_dict(state["model"])
     loss = task.loss(model, task.sample(torch.Generator().manual_seed(5)))
     loss.backward()
-    rnn = model.rnn
-    grad = (rnn.weight_hh_l0_orig if hasattr(rnn, "weight_hh_l0_orig") else rnn.weight_hh_l0).grad
-    mask = getattr(rnn, "weight_hh_l0_mask", torch.ones_like(grad)).bool()
+    grad = targets.stored_parameter(model.rnn, "weight_hh_l0").grad
+    mask = targets.mask_of(model.rnn, "weight_hh_l0")
+    mask = torch.ones_like(grad, dtype=torch.bool) if mask is None else mask.bool()
     g = grad[mask].abs()
     print(f"loss {float(loss.detach()):.4f}  kept entries {int(mask.sum())}  "
           f"|grad| mean {float(g.mean()):.2e}  median {float(g.median()):.2e}")

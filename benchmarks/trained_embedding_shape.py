@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from moduli import analysis
-from moduli.experiments.config import config_from_dict
-from moduli.experiments.regimes import Regime, build_manifold
+from moduli.experiments.registry import config_from_dict
+from moduli.experiments.regimes import Regime
+from moduli.manifolds.catalog import build as build_manifold
 from moduli.experiments.runner import RunSpec, initial_embeddings, read_results
 
 
@@ -37,7 +38,7 @@ def main() -> None:
         if not (spec["kind"] == "moduli" and spec["trained"] and ckpt.exists()):
             continue
         cfg = dataclasses.replace(config_from_dict(rec["task"], rec["config"]), lam=rec["lam"])
-        regime = Regime(spec["kind"], spec["manifold"], spec["inhibitor"], spec["trained"])
+        regime = Regime.from_dict(spec)
         start = initial_embeddings(RunSpec(rec["task"], rec["preset"], regime, rec["lam"], rec["sparsity"], rec["seed"]), cfg)
         trained = torch.load(ckpt, map_location="cpu", weights_only=False)["embeddings"]
         space = build_manifold(spec["manifold"])

@@ -14,7 +14,8 @@ from moduli.experiments import (
     AddingTask, NavigationTask, PlaceCells, TrajectoryGenerator, adding_batch, decode_position,
     get_preset, markdown_table, navigation_loss, parse_regime, read_results, run_sweep, summarize,
 )
-from moduli.experiments.config import NavigationConfig, add_config_arguments, config_from_args
+from moduli.experiments.config import NavigationConfig
+from moduli.experiments.registry import add_config_arguments, config_from_args
 from moduli.experiments.runner import append_result, initial_embeddings, plan_runs
 
 
@@ -158,8 +159,8 @@ def test_config_validation():
         NavigationConfig(lr=-1.0)
     with pytest.raises(TypeError, match="steps"):
         NavigationConfig(steps=1.5)
-    with pytest.raises(ValueError, match="sigma2"):
-        NavigationConfig(sigma1=3.0, sigma2=2.0)
+    with pytest.raises(TypeError, match="sigma1"):  # inhibitor constants belong to the regime now
+        NavigationConfig(sigma1=3.0)
 
 
 def test_regime_parsing():
@@ -461,3 +462,242 @@ def test_embed_lr_sets_how_far_trained_embeddings_move(tmp_path):
     with pytest.raises(ValueError, match="embed_lr"):
         run_sweep("navigation", dataclasses.replace(base, embed_lr=1e-3), [parse_regime("torus:trained")], [0.5], [0],
                   tmp_path / "default", **quiet)
+
+
+# ----------------------------------------------------------------------------- inhibitors owned by the regime
+
+def test_default_regimes_build_the_runners_inhibitor_constants():
+    from moduli import regularizers as rg
+    from moduli.experiments.regimes import REGIME_DEFAULTS, build_inhibitor
+
+    dog = build_inhibitor(parse_regime("torus"))
+    assert isinstance(dog, rg.DifferenceOfGaussians)
+    assert (dog.c, dog.sigma1, dog.sigma2) == (1.0, 1.0, math.sqrt(5.0))  # sigma1 = 1, not the class's 0.5
+    assert REGIME_DEFAULTS == {"dog": {"sigma1": 1.0}}
+    diffusion, sinusoid = build_inhibitor(parse_regime("klein:diffusion")), build_inhibitor(parse_regime("torus:sinusoid"))
+    assert (diffusion.c, diffusion.power, sinusoid.c, sinusoid.mu) == (1.0, 2.0, 1.0, 2.0)
+    assert isinstance(build_inhibitor(parse_regime("torus:ricker")), rg.Ricker)
+    assert isinstance(build_inhibitor(parse_regime("shuffled:diagonal")), rg.DiagonalOnly)
+
+
+def test_inhibitor_arguments_have_one_canonical_label_and_run_id():
+    from moduli.experiments.regimes import Regime, build_inhibitor
+    from moduli.experiments.plan import RunSpec
+
+    r = parse_regime("torus:ricker(sigma=1.50)")
+    assert r.label == "torus:ricker(sigma=1.5)" and r.inhibitor_args == (("sigma", 1.5),)
+    assert build_inhibitor(r).sigma == 1.5
+    # the same setting spelled three ways is one regime; a default value is dropped
+    assert parse_regime("torus", inhibitor="ricker", inhibitor_args={"sigma": 1.5}) == r
+    assert parse_regime("torus:ricker(sigma=1.5)", inhibitor_args={"sigma": 9.0}) == r  # inline wins
+    assert parse_regime("torus:dog(sigma1=1,c=1)").label == "torus"
+    two = parse_regime("r3:trained:dog(sigma2=3,sigma1=0.7)")
+    assert two.label == "r3:trained:dog(sigma1=0.7,sigma2=3)"
+    assert parse_regime(two.label) == two and Regime.from_dict(two.to_dict()) == two
+    for label in ("none", "l1", "shuffled:klein", "torus:trained"):  # hashable, and equal after a round trip
+        r = parse_regime(label)
+        assert Regime.from_dict(r.to_dict()) == r and hash(Regime.from_dict(r.to_dict())) == hash(r)
+    spec = RunSpec("navigation", "smoke", two, 1e-4, 0.9, 0)
+    assert spec.run_id == "navigation-smoke-r3-trained-dog-sigma1=0.7-sigma2=3-lam0.0001-s0.9-seed0"
+    assert RunSpec("navigation", "smoke", parse_regime("torus"), 1e-4, 0.9, 0).run_id == \
+        "navigation-smoke-torus-lam0.0001-s0.9-seed0"  # default runs keep their ids
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("torus:ricker(sigma1=2)", r"inhibitor 'ricker' takes the arguments \['sigma', 'c'\]; got \['sigma1'\]"),
+    ("torus:dog(sigma1=3)", "sigma2 > sigma1"),
+    ("torus:ricker(sigma)", "NAME=NUMBER"),
+    ("torus:ricker(sigma=nan)", "NAME=NUMBER"),
+    ("torus:sinusoid(mu=1,mu=2)", "twice"),
+    ("torus:ricker(sigma=-1)", "sigma"),
+])
+def test_bad_inhibitor_arguments_are_rejected(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_regime(spec)
+
+
+def test_inhibitor_arg_option_and_its_errors(tmp_path, capsys):
+    from moduli.cli import main
+    from moduli.experiments.cli import regimes_from_args
+
+    args = _parser().parse_args(["run", "navigation", "--regime", "none", "--regime", "torus:ricker",
+                                 "--regime", "klein", "--inhibitor", "sinusoid", "--inhibitor-arg", "c=2"])
+    assert [r.label for r in regimes_from_args(args, ["none"])] == ["none", "torus:ricker(c=2)", "klein:sinusoid(c=2)"]
+    for bad, message in ((["--regime", "torus", "--inhibitor-arg", "sigma=1"], "takes the arguments ['c', 'sigma1', 'sigma2']"),
+                         (["--regime", "torus", "--inhibitor-arg", "sigma1"], "NAME=NUMBER")):
+        code = main(["run", "navigation", "--preset", "smoke", *bad, "--out", str(tmp_path), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("moduli run: ") and message in err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_ricker_and_diagonal_inhibitors_run_from_the_command_line(tmp_path, capsys):
+    from moduli.cli import main
+
+    _parser()
+    code = main(["run", "navigation", "--preset", "smoke", "--steps", "4", "--epochs", "2", "--regime", "torus:ricker",
+                 "--regime", "torus:diagonal", "--regime", "torus:ricker(sigma=1.5)", "--sparsity", "50%",
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    records = read_results(tmp_path)
+    assert sorted({r["regime"] for r in records}) == ["torus:diagonal", "torus:ricker", "torus:ricker(sigma=1.5)"]
+    assert len(records) == 6 and all(math.isfinite(r["value"]) and r["recurrent_sparsity"] == 0.5 for r in records)
+    assert {r["regime_spec"]["inhibitor_args"].get("sigma") for r in records} == {None, 1.5}
+    assert "torus:ricker(sigma=1.5)" in capsys.readouterr().out
+    # the diagonal inhibitor penalises only off-diagonal entries (f(0) = 0): its prior differs from ricker's
+    by = {r["regime"]: r for r in records if r["phase"] == "sparse"}
+    assert by["torus:diagonal"]["final_train_loss"] != by["torus:ricker"]["final_train_loss"]
+
+
+# ----------------------------------------------------------------------------- migration of old records
+
+# sha256 (first 16 hex digits) of markdown_table(records) + inventory_table(records) printed by the code
+# before the inhibitor constants moved to the regime (commit bbfa270d), and the number of records.
+_OLD_TABLES = {
+    "add-cpu-results.jsonl": ("91e33e094143d885", 36),
+    "lm-cpu-results.jsonl": ("7c98ebffc14eb2e7", 156),
+    "lm-trained-results.jsonl": ("6c33a071c57e5ace", 45),
+    "nav-cpu-results.jsonl": ("2b65e1e981342c3d", 126),
+    "nav-trained-embedlr-results.jsonl": ("1ea283397fe9b58b", 12),
+    "nav-trained-results.jsonl": ("f6f1fc001e0fdc10", 18),
+}
+
+
+def test_old_records_migrate_and_tabulate_as_before():
+    import hashlib
+    from pathlib import Path
+
+    from moduli.experiments.table import inventory_table
+
+    root = Path(__file__).resolve().parent.parent / "docs" / "results"
+    assert sorted(p.name for p in root.glob("*.jsonl")) == sorted(_OLD_TABLES)
+    for name, (digest, n) in _OLD_TABLES.items():
+        records = read_results(root / name)
+        assert len(records) == n
+        text = markdown_table(records) + inventory_table(records)
+        assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest, name
+        for r in records:
+            assert "sigma1" not in r["config"] and "inhibitor" not in r["config"]
+            assert r["regime_spec"]["inhibitor_args"] == {} and parse_regime(r["regime"]).label == r["regime"]
+
+
+def test_old_directories_resume_without_training(tmp_path, monkeypatch):
+    """Plan every recorded run again over a copy of docs/results/*.jsonl: nothing is left to train."""
+    import shutil
+    from pathlib import Path
+
+    import moduli.experiments.runner as runner
+    from moduli.experiments.registry import config_from_dict
+
+    def no_training(*a, **k):
+        raise AssertionError("a recorded phase was trained again")
+
+    monkeypatch.setattr(runner, "run_one", no_training)
+    root = Path(__file__).resolve().parent.parent / "docs" / "results"
+    for path in sorted(root.glob("*.jsonl")):
+        out = tmp_path / path.stem
+        out.mkdir()
+        shutil.copy(path, out / "results.jsonl")
+        records = read_results(out)
+        phases = {}
+        for r in records:
+            phases.setdefault(r["run_id"], set()).add(r["phase"])
+        groups = {}
+        for r in records:
+            if phases[r["run_id"]] != ({"sparse", "lottery"} if r["sparsity"] > 0 else {"sparse"}):
+                continue  # a run cut short when the record was made: it would (rightly) train
+            cfg = {k: v for k, v in r["config"].items() if k != "lam"}
+            key = (r["task"], r["preset"], json.dumps(cfg, sort_keys=True), r["regime"], r["lam"], r["sparsity"])
+            groups.setdefault(key, set()).add(r["seed"])
+        assert groups
+        for (task, preset, cfg, label, lam, sparsity), seeds in groups.items():
+            config = config_from_dict(task, {**json.loads(cfg), "lam": lam})
+            messages = []
+            assert runner.run_sweep(task, config, [parse_regime(label)], [sparsity], sorted(seeds), out,
+                                    preset=preset, lams=[lam], progress=False, log=messages.append) == []
+            assert messages[0].endswith(f"already in {out / 'results.jsonl'}")
+            n = len(seeds) * (2 if sparsity > 0 else 1)
+            assert messages[0].startswith(f"{len(seeds)} runs ({n} results) planned, {n} already"), messages[0]
+
+
+def test_an_old_record_of_other_inhibitor_constants_gets_their_label():
+    from moduli.experiments.results import migrate_record
+
+    old = {"run_id": "navigation-cpu-klein-lam0.0001-s0.9-seed0", "task": "navigation", "preset": "cpu",
+           "regime": "klein", "lam": 1e-4, "sparsity": 0.9, "seed": 0, "phase": "sparse",
+           "regime_spec": {"kind": "moduli", "manifold": "klein", "inhibitor": "dog", "trained": False, "label": "klein"},
+           "config": {"steps": 10, "inhibitor": "dog", "inhibitor_c": 1.0, "sigma1": 0.7, "sigma2": math.sqrt(5.0),
+                      "power": 3.0, "mu": 2.0}}
+    new = migrate_record(old)
+    assert new["config"] == {"steps": 10} and old["config"]["sigma1"] == 0.7  # the input is not changed
+    assert new["regime"] == "klein:dog(sigma1=0.7)" and new["regime_spec"]["inhibitor_args"] == {"sigma1": 0.7}
+    assert new["run_id"] == "navigation-cpu-klein-dog-sigma1=0.7-lam0.0001-s0.9-seed0"
+    assert migrate_record(new) == new
+
+
+# ----------------------------------------------------------------------------- a user's task
+
+def test_a_registered_task_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from moduli.cli import main
+    from moduli.experiments import registry
+    from moduli.experiments.config import TrainConfig, _f
+    from moduli.experiments.tasks import Task
+
+    @dataclass(frozen=True)
+    class SumConfig(TrainConfig):
+        width: int = _f(6, "sum task: hidden units")
+
+    class SumTask(Task):
+        """Predict the sum of three numbers; metric: mean squared error."""
+
+        metric = "mse"
+        recurrent = ["0.weight"]
+
+        def build_model(self):
+            return nn.Sequential(nn.Linear(3, self.cfg.width), nn.Linear(self.cfg.width, 1))
+
+        def sample(self, generator):
+            x = torch.randn(self.cfg.batch_size, 3, generator=generator)
+            return x, x.sum(1, keepdim=True)
+
+        def loss(self, model, batch):
+            x, y = batch
+            return ((model(x) - y) ** 2).mean()
+
+        @torch.no_grad()
+        def evaluate(self, model):
+            x = torch.randn(self.cfg.eval_size, 3, generator=torch.Generator().manual_seed(self.seed))
+            return float(((model(x) - x.sum(1, keepdim=True)) ** 2).mean())
+
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
+    smoke = SumConfig(steps=4, epochs=2, batch_size=8, eval_size=8, lam=1e-3)
+    registry.register_task("sum", SumTask, SumConfig, {"paper": smoke, "cpu": smoke, "smoke": smoke})
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_task("sum", SumTask, SumConfig, {"paper": smoke, "cpu": smoke, "smoke": smoke})
+    with pytest.raises(TypeError, match="Task subclass"):
+        registry.register_task("other", SumConfig, SumConfig, {"paper": smoke, "cpu": smoke, "smoke": smoke})
+    code = main(["run", "sum", "--preset", "smoke", "--regime", "torus", "--sparsity", "50%", "--width", "4",
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    records = read_results(tmp_path)
+    assert [r["phase"] for r in records] == ["sparse", "lottery"]
+    assert all(r["metric"] == "mse" and r["config"]["width"] == 4 and r["recurrent_sparsity"] == 0.5 for r in records)
+    assert "**sum** — mse" in capsys.readouterr().out
+
+
+def test_built_in_tasks_run_from_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "moduli.cli", "run", "digits", "--preset", "smoke", "--steps", "3", "--epochs", "1",
+           "--out", str(tmp_path), "--no-progress", "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert read_results(tmp_path)[0]["metric"] == "accuracy"
+    helped = subprocess.run([sys.executable, "-m", "moduli.cli", "run", "--help"], capture_output=True, text=True,
+                            timeout=300)
+    assert "{adding,digits,lm,navigation}" in helped.stdout and "--inhibitor-arg" in helped.stdout

@@ -19,7 +19,7 @@ from moduli.experiments import get_preset, make_task, parse_regime, read_results
 from moduli.experiments.digits import DigitsCNN, DigitsConfig, DigitsTask, load_digits_tensors
 from moduli.experiments.lm import LMConfig, LMTask, WordRNN, sequence_nll
 from moduli.experiments.sweep import log_grid, plot_metric_vs_lambda
-from moduli.experiments.tasks import register_task
+from moduli.experiments.registry import register_task
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,10 +10,17 @@ import math
 import sys
 from pathlib import Path
 
-from ..cli import command
-from .config import PRESETS, TASKS, add_config_arguments, config_from_args
+import torch
 
-__all__ = ["parse_sparsity"]
+from ..cli import command
+from .plot import plot_directory
+from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
+from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
+from .results import read_results
+from .runner import run_sweep
+from .table import inventory_table, markdown_table, write_csv
+
+__all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options"]
 
 
 def parse_sparsity(text: str) -> float:
@@ -50,12 +57,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=sorted(TASKS), help="the task to train")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="hyperparameter preset (default: cpu)")
+def add_regime_options(p: argparse.ArgumentParser, *, default: str) -> None:
+    """``--regime`` (repeatable), ``--inhibitor`` and ``--inhibitor-arg``: shared by ``run`` and ``sweep``."""
     p.add_argument("--regime", action="append", metavar="R",
-                   help="none, l1, shuffled[:MANIFOLD], or a manifold (circle, sphere, torus, klein, torus6, r3) "
-                        "with options :trained/:fixed and :dog/:diffusion/:sinusoid; repeatable (default: none)")
+                   help=f"none, l1, shuffled[:MANIFOLD], or a manifold ({', '.join(MANIFOLD_NAMES)}) with options "
+                        f":trained/:fixed and an inhibitor ({', '.join(':' + n for n in INHIBITOR_NAMES)}), "
+                        f"optionally with arguments, e.g. torus:ricker(sigma=1.5); repeatable (default: {default})")
+    p.add_argument("--inhibitor", choices=INHIBITOR_NAMES, default="dog",
+                   help="inhibitor of manifold and shuffled regimes that name none (default: dog)")
+    p.add_argument("--inhibitor-arg", action="append", metavar="NAME=VALUE", default=None,
+                   help="an argument of the regimes' inhibitor, e.g. sigma1=0.7 (dog: c, sigma1, sigma2; "
+                        "ricker: sigma, c; diffusion: c, power; sinusoid: c, mu; diagonal: value, eps); "
+                        "repeatable; arguments written in a regime, torus:dog(sigma1=0.7), take precedence")
+
+
+def regimes_from_args(args: argparse.Namespace, default) -> list:
+    """The regimes of ``--regime`` (or ``default``), ``--inhibitor``, ``--inhibitor-arg`` and ``--trained``."""
+    inhibitor_args = parse_inhibitor_args(args.inhibitor_arg)
+    return [parse_regime(r, inhibitor=args.inhibitor, trained=getattr(args, "trained", False),
+                         inhibitor_args=inhibitor_args) for r in (args.regime or default)]
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", choices=task_names(), help="the task to train")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="hyperparameter preset (default: cpu)")
+    add_regime_options(p, default="none")
     p.add_argument("--sparsity", action="append", type=parse_sparsity, metavar="S",
                    help="target sparsity as a fraction (0.9) or percentage (90%%); repeatable (default: 0)")
     p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
@@ -82,8 +108,6 @@ def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
 
 def execution_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ``run_sweep`` set by :func:`add_sweep_options` (threads set here)."""
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     return dict(progress=not args.no_progress, workers=args.workers, ray=args.ray, threads=args.threads)
@@ -91,13 +115,9 @@ def execution_options(args: argparse.Namespace) -> dict:
 
 @command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)
 def run(args: argparse.Namespace) -> int:
-    from .regimes import parse_regime
-    from .runner import read_results, run_sweep
-    from .table import markdown_table, write_csv
-
     try:
         cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
-        regimes = [parse_regime(r, inhibitor=cfg.inhibitor, trained=args.trained) for r in (args.regime or ["none"])]
+        regimes = regimes_from_args(args, ["none"])
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2
@@ -120,7 +140,7 @@ def _table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="a result directory (holding results.jsonl), or a results file")
     p.add_argument("--csv", type=Path, default=None,
                    help="CSV path (default: DIR/table.csv, or NAME-table.csv beside a results file NAME.jsonl)")
-    p.add_argument("--task", choices=sorted(TASKS), default=None, help="only this task")
+    p.add_argument("--task", choices=task_names(), default=None, help="only this task")
     p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
                    help="only these lambdas (repeatable; regime none is always shown)")
     p.add_argument("--inventory", action="store_true",
@@ -129,9 +149,6 @@ def _table_args(p: argparse.ArgumentParser) -> None:
 
 @command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
 def table(args: argparse.Namespace) -> int:
-    from .runner import read_results
-    from .table import inventory_table, markdown_table, write_csv
-
     records = read_results(args.dir)
     if args.task:
         records = [r for r in records if r["task"] == args.task]
@@ -158,8 +175,6 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 
 @command("plot", "write PNGs: metric versus sparsity per regime, and the weights of one trained model")(_plot_args)
 def plot(args: argparse.Namespace) -> int:
-    from .plot import plot_directory
-
     try:
         paths = plot_directory(args.dir, run_id=args.run, lams=args.lam)
     except (FileNotFoundError, ValueError) as exc:

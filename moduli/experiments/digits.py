@@ -16,7 +16,7 @@ The prior and the magnitude pruning act on these weights (the task's
 bundled with scikit-learn (no download), scaled to ``[0, 1]``; a fixed
 permutation (``split_seed``, the same for every run seed) holds out
 ``test_size`` images. The metric is test accuracy (higher is better).
-Importing this module registers the task ``digits``.
+The runner knows it as the task ``digits`` (:mod:`moduli.experiments.registry`).
 
 Examples
 --------
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import TrainConfig, _f
-from .tasks import Task, register_task
+from .tasks import Task
 
 __all__ = ["DigitsConfig", "DigitsMLP", "DigitsCNN", "DigitsTask", "DIGITS_PRESETS", "load_digits_tensors"]
 
@@ -150,6 +150,3 @@ class DigitsTask(Task):
         pred = model(self.x_test.to(p.device, p.dtype)).argmax(-1).cpu()
         model.train(was_training)
         return float((pred == self.y_test).float().mean())
-
-
-register_task("digits", DigitsTask, DigitsConfig, DIGITS_PRESETS)

@@ -11,8 +11,8 @@ learning rate multiplied by ``lr_decay = 0.25`` at the end of every epoch whose
 validation loss did not improve. The metric is the test perplexity
 ``exp(mean cross entropy)``.
 
-Importing this module registers the task ``lm`` (presets ``paper``, ``cpu``,
-``smoke``) with the runner, so ``moduli run lm --preset cpu`` works.
+The runner knows it as the task ``lm`` (presets ``paper``, ``cpu``, ``smoke``)
+through :mod:`moduli.experiments.registry`, so ``moduli run lm --preset cpu`` works.
 
 Examples
 --------
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .config import TrainConfig, _f
 from .corpus import Corpus, batchify, load_corpus
-from .tasks import Task, register_task
+from .tasks import Task
 
 __all__ = ["LMConfig", "WordRNN", "LMTask", "LM_PRESETS", "sequence_nll"]
 
@@ -251,6 +251,3 @@ class LMTask(Task):
     def evaluate(self, model) -> float:
         total, count = sequence_nll(model, self.test_data, self.cfg.seq_len)
         return math.exp(total / count)
-
-
-register_task("lm", LMTask, LMConfig, LM_PRESETS)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import math
+
 import torch
 
-from .regimes import build_manifold
-from .runner import read_results
+from .. import analysis, targets
+from ..manifolds import catalog
+from .results import read_results
 from .table import regime_rank, metric_label, summarize
 
 __all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_model"]
@@ -64,12 +67,10 @@ class NoRecurrentMatrix(ValueError):
 
 
 def _recurrent_weight(state: dict, checkpoint, name: str = "rnn.weight_hh_l0") -> torch.Tensor:
-    model = state["model"]
-    if name + "_orig" in model:
-        return model[name + "_orig"] * model[name + "_mask"]
-    if name in model:
-        return model[name]
-    raise NoRecurrentMatrix(f"{checkpoint} has no recurrent matrix {name} to draw")
+    try:
+        return targets.effective_from_state(state["model"], name)
+    except KeyError:
+        raise NoRecurrentMatrix(f"{checkpoint} has no recurrent matrix {name} to draw") from None
 
 
 def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim: int = 2) -> list[Path]:
@@ -102,8 +103,6 @@ def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim:
     -------
     list of Path
     """
-    from .. import analysis
-
     plt = _pyplot()
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     w = _recurrent_weight(state, checkpoint)
@@ -144,8 +143,6 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
     drawn on the run's own manifold. ``lams`` keeps only
     results with those lambdas (regime ``none`` always kept).
     """
-    import math
-
     out = Path(out)
     records = read_results(out)
     if lams:
@@ -168,7 +165,7 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
     for c in (preferred or ckpts)[:1]:
         name = spaces.get(c.name[: -len("-sparse.pt")])
         try:
-            paths += plot_model(c, plots, manifold=build_manifold(name) if name else None)
+            paths += plot_model(c, plots, manifold=catalog.build(name) if name else None)
         except NoRecurrentMatrix:  # a feed-forward model (digits): no W_hh pictures
             if run_id is not None:
                 raise

@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Optional
 
 from ..cli import command
-from .cli import _nonneg_float, _positive_int, add_sweep_options, execution_options, parse_sparsity  # registers run/table/plot
-from .config import PRESETS, TASKS, add_config_arguments, config_from_args
+from .cli import (  # registers run/table/plot
+    _nonneg_float, _positive_int, add_regime_options, add_sweep_options, execution_options, parse_sparsity,
+    regimes_from_args,
+)
+from .regimes import parse_regime
+from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
+from .results import read_results
+from .runner import run_sweep
+from .table import markdown_table, metric_label, summarize, write_csv
 
 __all__ = ["log_grid", "plot_metric_vs_lambda", "DEFAULT_SWEEP_REGIMES"]
 
@@ -60,8 +67,6 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .table import metric_label, summarize
 
     if not records:
         raise ValueError("records is empty: nothing to plot")
@@ -107,10 +112,9 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=sorted(TASKS), help="the task to sweep")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="hyperparameter preset (default: cpu)")
-    p.add_argument("--regime", action="append", metavar="R",
-                   help=f"regimes to sweep, repeatable (default: {' '.join(DEFAULT_SWEEP_REGIMES)})")
+    p.add_argument("task", choices=task_names(), help="the task to sweep")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="hyperparameter preset (default: cpu)")
+    add_regime_options(p, default=" ".join(DEFAULT_SWEEP_REGIMES))
     p.add_argument("--lam-min", type=_nonneg_float, default=1e-4, help="smallest λ of the log grid (default 1e-4)")
     p.add_argument("--lam-max", type=_nonneg_float, default=1.0, help="largest λ of the log grid (default 1)")
     p.add_argument("--num", type=_positive_int, default=5, help="grid points (default 5)")
@@ -124,13 +128,9 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "train regimes over a log grid of λ at one sparsity (Appendix G) and plot the metric versus λ")(_sweep_args)
 def sweep(args: argparse.Namespace) -> int:
-    from .regimes import parse_regime
-    from .runner import read_results, run_sweep
-    from .table import markdown_table, write_csv
-
     try:
         cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
-        regimes = [parse_regime(r, inhibitor=cfg.inhibitor) for r in (args.regime or DEFAULT_SWEEP_REGIMES)]
+        regimes = regimes_from_args(args, DEFAULT_SWEEP_REGIMES)
         lams = sorted(set(args.lam)) if args.lam else log_grid(args.lam_min, args.lam_max, args.num)
     except (TypeError, ValueError) as exc:
         print(f"moduli sweep: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from .runner import read_results
+from .results import read_results
 
 __all__ = ["summarize", "markdown_table", "inventory_table", "write_csv"]
 

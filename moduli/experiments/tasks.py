@@ -1,4 +1,7 @@
-"""Tasks as the runner sees them: data, model, loss, metric."""
+"""Tasks as the runner sees them (data, model, loss, metric): the interface and the navigation and adding tasks.
+
+Tasks are made by name through :mod:`moduli.experiments.registry`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from .adding import AddingRNN, adding_batch
 from .config import AddingConfig, NavigationConfig, TrainConfig
 from .navigation import NavigationRNN, PlaceCells, TrajectoryGenerator, navigation_loss, position_error_cm
 
-__all__ = ["Task", "NavigationTask", "AddingTask", "make_task", "register_task", "TASK_TYPES"]
+__all__ = ["Task", "NavigationTask", "AddingTask"]
 
 # Offsets that keep the random streams of one seed apart.
 _EVAL_STREAM, _TASK_STREAM = 1_000_003, 2_000_003
@@ -144,42 +147,3 @@ class AddingTask(Task):
         for i in range(0, x.shape[0], chunk):
             sq += float(((model(x[i:i + chunk]) - y[i:i + chunk]) ** 2).sum())
         return math.sqrt(sq / x.shape[0])
-
-
-# Tasks defined in their own modules (moduli.experiments.lm, .digits) add themselves here.
-TASK_TYPES: dict[str, type] = {}
-
-
-def register_task(name: str, task_type: type, config_type: type, presets: dict) -> None:
-    """Make ``name`` a task of the runner and the command line.
-
-    Parameters
-    ----------
-    name : str
-    task_type : type
-        A :class:`Task` subclass, constructed as ``task_type(cfg, seed)``.
-    config_type : type
-        Its :class:`TrainConfig` subclass.
-    presets : dict
-        ``{"paper": cfg, "cpu": cfg, "smoke": cfg}``.
-    """
-    from .config import PRESETS, TASKS
-
-    missing = sorted(set(PRESETS) - set(presets))
-    if missing:
-        raise ValueError(f"task {name!r} needs presets {sorted(PRESETS)}, missing {missing}")
-    TASK_TYPES[name] = task_type
-    TASKS[name] = config_type
-    for preset, cfg in presets.items():
-        PRESETS.setdefault(preset, {})[name] = cfg
-
-
-def make_task(name: str, cfg: TrainConfig, seed: int) -> Task:
-    """The task ``name`` ("navigation", "adding" or a registered one) with config ``cfg`` and seed."""
-    if name == "navigation":
-        return NavigationTask(cfg, seed)
-    if name == "adding":
-        return AddingTask(cfg, seed)
-    if name in TASK_TYPES:
-        return TASK_TYPES[name](cfg, seed)
-    raise ValueError(f"task must be one of {['navigation', 'adding'] + sorted(TASK_TYPES)}, got {name!r}")

@@ -1,0 +1,131 @@
+"""Where runs train when a sweep trains several at once: local worker processes or Ray tasks.
+
+Each run trains in a scratch directory of its worker (:func:`train_detached`)
+and sends back its records and its sparse-phase checkpoint; only the calling
+process writes the result directory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import TrainConfig
+from .plan import RunSpec, run_config
+from .results import append_result, atomic_write, checkpoint_path
+from .train import progress_bar, run_one
+
+__all__ = ["train_detached", "RayPool", "run_detached"]
+
+
+def train_detached(spec: RunSpec, cfg: TrainConfig, todo: tuple, checkpoint: Optional[bytes],
+                   threads: Optional[int]) -> tuple[list[dict], Optional[bytes]]:
+    """Worker side: train the phases ``todo`` of ``spec`` in a scratch directory.
+
+    Returns the records and the bytes of the sparse-phase checkpoint (``None``
+    when the run has none, i.e. at sparsity 0).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="moduli-run-") as tmp:
+        ckpt = checkpoint_path(tmp, spec.run_id)
+        if checkpoint is not None:
+            ckpt.parent.mkdir()
+            ckpt.write_bytes(checkpoint)
+        done = {(spec.run_id, p) for p in spec.phases() if p not in todo}
+        records = run_one(spec, cfg, Path(tmp), done=done, progress=False, log=lambda *a: None)
+        return records, ckpt.read_bytes() if ckpt.exists() else None
+
+
+class RayPool:
+    """The two methods of an executor the runner uses (``submit``, context manager), on Ray tasks.
+
+    Parameters
+    ----------
+    address : str
+        ``"local"`` starts Ray on this machine; anything else goes to ``ray.init(address=...)``.
+    threads : int, optional
+        CPUs requested per run.
+    """
+
+    def __init__(self, address: str, threads: Optional[int]):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("--ray needs Ray: pip install 'moduli[ray]'") from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            if address == "local":
+                ray.init(include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        self._remote = ray.remote(num_cpus=threads or 1)(train_detached)
+
+    def submit(self, fn, *args):
+        return self._remote.remote(*args).future()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._started:
+            self._ray.shutdown()
+
+
+def run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers: int, ray: Optional[str],
+                 threads: Optional[int], progress: bool, log) -> list[dict]:
+    """Train the runs ``todo`` in ``workers`` processes (or on Ray) and record their results in ``out``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a run's lottery phase is left and its sparse checkpoint is missing.
+    RuntimeError
+        After the last run, if any run failed (the others' results are recorded).
+    """
+    if ray is not None:
+        pool = RayPool(ray, threads)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    new = []
+    with pool:
+        futures = {}
+        for spec in todo:
+            phases = tuple(p for p in spec.phases() if (spec.run_id, p) not in done)
+            ckpt = checkpoint_path(out, spec.run_id)
+            if "sparse" not in phases and not ckpt.exists():
+                raise FileNotFoundError(
+                    f"{spec.run_id}: the sparse result is recorded but its checkpoint {ckpt} is missing; "
+                    "the lottery phase needs the learned mask"
+                )
+            data = ckpt.read_bytes() if "sparse" not in phases else None
+            futures[pool.submit(train_detached, spec, run_config(cfg, spec), phases, data, threads)] = spec
+        failed = []
+        for fut in progress_bar(as_completed(futures), "runs", progress, total=len(futures)):
+            spec = futures[fut]
+            try:
+                records, data = fut.result()
+            except Exception as exc:  # keep the other runs' results; report after the last one
+                log(f"{spec.run_id} failed: {exc!r}")
+                failed.append((spec, exc))
+                continue
+            if data is not None and any(r["phase"] == "sparse" for r in records):
+                ckpt = checkpoint_path(out, spec.run_id)
+                ckpt.parent.mkdir(exist_ok=True)
+                atomic_write(data, ckpt)
+            for rec in records:
+                append_result(out, rec)
+                log(f"{spec.run_id} {rec['phase']}: {rec['metric']} = {rec['value']} "
+                    f"(recurrent sparsity {rec['recurrent_sparsity']:.3f})")
+            new += records
+    if failed:
+        spec, exc = failed[0]
+        raise RuntimeError(f"{len(failed)} of {len(futures)} runs failed (their results are not recorded; the "
+                           f"others are): first {spec.run_id}: {exc!r}") from exc
+    return new

@@ -1,0 +1,247 @@
+"""One run's training: build the seeded model and prior, train the sparse and lottery phases, record them.
+
+One *run* trains a model with gradual magnitude pruning to its sparsity (the
+``sparse`` phase) and, for a sparsity above zero, retrains fresh weights on the
+learned mask with the same prior and frozen embeddings (the ``lottery``
+phase). After a sparse phase the model, its masks and the prior are
+checkpointed, so the lottery phase can run later from the checkpoint.
+Models are read only through :mod:`moduli.targets`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__, pruning, targets
+from .. import regularizers as rg
+from .config import TrainConfig
+from .plan import RunSpec
+from .regimes import build_prior
+from .registry import make_task
+from .results import append_result, atomic_save, checkpoint_path
+from .tasks import Task
+
+__all__ = ["run_one", "initial_embeddings", "progress_bar"]
+
+# Offsets that keep the random streams of one seed apart.
+_TRAIN_STREAM, _LOTTERY_STREAM, _INIT_STREAM, _EMBED_STREAM = 11, 13, 17, 19
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def progress_bar(iterable, desc: str, progress: bool, total=None):
+    """``iterable`` wrapped in a tqdm bar when ``progress``, else unchanged."""
+    if not progress:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+def _targets(task: Task, model: nn.Module, which: str) -> list[str]:
+    """The task's recurrent weights (``"recurrent"``) or every weight matrix of the model (``"all"``)."""
+    return list(task.recurrent) if which == "recurrent" else targets.weight_names(model)
+
+
+def _sparsity(model: nn.Module, names) -> float:
+    """Zero fraction of the effective weights ``names`` (0 when there are none)."""
+    names = list(names)
+    return targets.sparsity(model, names=names) if names else 0.0
+
+
+def _pruner(model, names, cfg, sparsity):
+    params = [targets.resolve(model, n) for n in names]
+    return pruning.GradualMagnitudePruning(params, target_sparsity=sparsity, epochs=cfg.epochs, scope=cfg.prune_scope)
+
+
+def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress):
+    params = [p for p in model.parameters() if p.requires_grad]
+    embedding = [p for p in priors.parameters() if p.requires_grad] if priors is not None else []
+    if embedding and cfg.embed_lr > 0:  # trained embeddings at their own learning rate
+        opt = task.optimizer([{"params": params}, {"params": embedding, "lr": cfg.embed_lr}])
+    else:
+        opt = task.optimizer(params + embedding)
+    params += embedding
+    epoch_starts = {round(k * cfg.steps / cfg.epochs): k for k in range(cfg.epochs)}
+    losses = []
+    diverged = False
+    bar = progress_bar(range(cfg.steps), desc, progress)
+    for step in bar:
+        if step in epoch_starts:
+            task.begin_epoch(model, opt, epoch_starts[step])
+            if pruner is not None:
+                pruner.step()
+        loss = task.loss(model, task.sample(generator))
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if priors is not None and lam > 0:
+            # the fused gradient of lam * penalty (same update as adding it to the loss)
+            priors.add_penalty_grad_(lam)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 50 == 0 and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses, diverged
+
+
+def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, prune_names, progress,
+                      started, t0) -> dict:
+    """Train one phase (seeded from ``stream``), evaluate unless it diverged, and
+    build its record; ``started``/``t0`` mark when the phase's preparation began."""
+    gen = torch.Generator().manual_seed(stream * 1_000_000 + spec.seed)
+    losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=pruner,
+                                    generator=gen, desc=f"{spec.run_id} {phase}", progress=progress)
+    train_s, t1 = time.perf_counter() - t0, time.perf_counter()
+    value = task.evaluate(model) if not diverged else None
+    return _record(spec, phase, task, model, cfg, value, diverged=diverged, losses=losses,
+                   prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
+
+
+def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverged, losses, prune_names,
+            train_s, eval_s, started) -> dict:
+    value_ok = value is not None and math.isfinite(value)
+    return {
+        "run_id": spec.run_id,
+        "task": spec.task,
+        "preset": spec.preset,
+        "regime": spec.regime.label,
+        "regime_spec": spec.regime.to_dict(),
+        "lam": spec.lam,
+        "sparsity": spec.sparsity,
+        "seed": spec.seed,
+        "phase": phase,
+        "metric": task.metric,
+        "value": float(value) if value_ok else None,
+        "diverged": bool(diverged or not value_ok),
+        "final_train_loss": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
+        "recurrent_sparsity": _sparsity(model, task.recurrent),
+        "pruned_sparsity": _sparsity(model, prune_names),
+        "model_sparsity": _sparsity(model, targets.weight_names(model)),
+        "pruned_weights": list(prune_names),
+        "config": cfg.to_dict(),
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "timings": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3)},
+        "started_utc": started,
+        "finished_utc": _now(),
+    }
+
+
+def _build(spec: RunSpec, cfg: TrainConfig):
+    """A run's task, seeded fresh model, its initial state and the attached priors (or None)."""
+    task = make_task(spec.task, cfg, spec.seed)
+    torch.manual_seed(_INIT_STREAM * 1_000_000 + spec.seed)
+    model = task.build_model()
+    initial_state = copy.deepcopy(model.state_dict())
+    prior = build_prior(spec.regime, cfg)
+    priors = None
+    if prior is not None:
+        gen = torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000 + spec.seed)
+        priors = rg.attach(model, prior, targets=_targets(task, model, cfg.prior_targets), generator=gen)
+    return task, model, initial_state, priors
+
+
+def _embeddings(priors) -> dict:
+    """``{weight name: (points_out, points_in)}`` of the moduli terms (for pictures)."""
+    out = {}
+    for name, term in (getattr(priors, "terms", None) or {}).items():
+        po, pi = getattr(term, "points_out", None), getattr(term, "points_in", None)
+        if isinstance(po, torch.Tensor) and isinstance(pi, torch.Tensor):
+            out[name] = (po.detach().cpu().clone(), pi.detach().cpu().clone())
+    return out
+
+
+def initial_embeddings(spec: RunSpec, cfg: TrainConfig) -> dict:
+    """``{weight name: (points_out, points_in)}``: the embeddings run ``spec`` starts from.
+
+    Built exactly as :func:`run_one` builds them, so a checkpoint's trained
+    embeddings can be compared with their seeded starting points.
+    """
+    return _embeddings(_build(spec, cfg)[3])
+
+
+def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: bool = True, log=print) -> list[dict]:
+    """Train the phases of ``spec`` that are not in ``done``; append and return their records.
+
+    Parameters
+    ----------
+    spec : RunSpec
+    cfg : TrainConfig
+        The run's configuration (:func:`moduli.experiments.plan.run_config`).
+    out : path
+        Result directory: records are appended to ``out/results.jsonl``, the
+        sparse checkpoint goes to ``out/checkpoints``.
+    done : set of (run_id, phase)
+        Phases already recorded (skipped; the lottery phase then loads the checkpoint).
+
+    Raises
+    ------
+    FileNotFoundError
+        If only the lottery phase is left and the sparse checkpoint is missing.
+    """
+    out = Path(out)
+    ckpt_path = checkpoint_path(out, spec.run_id)
+    ckpt_path.parent.mkdir(exist_ok=True)
+    todo = [p for p in spec.phases() if (spec.run_id, p) not in done]
+    if not todo:
+        return []
+    task, model, initial_state, priors = _build(spec, cfg)
+    prune_names = _targets(task, model, cfg.prune_targets)
+    records = []
+
+    if "sparse" in todo:
+        started, t0 = _now(), time.perf_counter()
+        pruner = _pruner(model, prune_names, cfg, spec.sparsity) if spec.sparsity > 0 else None
+        rec = _train_and_record("sparse", spec, task, model, cfg, priors, pruner, _TRAIN_STREAM, prune_names,
+                                progress, started, t0)
+        if spec.sparsity > 0:
+            atomic_save({
+                "run_id": spec.run_id, "config": cfg.to_dict(), "model": model.state_dict(),
+                "masks": targets.masks(model, prune_names), "initial_state": initial_state,
+                "priors": priors.state_dict() if priors is not None and hasattr(priors, "state_dict") else None,
+                "embeddings": _embeddings(priors),
+            }, ckpt_path)
+        append_result(out, rec)
+        records.append(rec)
+        log(f"{spec.run_id} sparse: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")
+    elif "lottery" in todo:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(
+                f"{spec.run_id}: the sparse result is recorded but its checkpoint {ckpt_path} is missing; "
+                "the lottery phase needs the learned mask"
+            )
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        targets.restore_masks(model, state["masks"])
+        model.load_state_dict(state["model"])
+        initial_state = state["initial_state"]
+        if priors is not None and state["priors"] is not None:
+            priors.load_state_dict(state["priors"])
+
+    if "lottery" in todo:
+        started, t0 = _now(), time.perf_counter()
+        pruning.lottery_reset(model, mode=cfg.lottery_mode,
+                              initial_state=initial_state if cfg.lottery_mode == "rewind" else None,
+                              priors=priors, seed=_LOTTERY_STREAM * 1_000_000 + spec.seed)
+        rec = _train_and_record("lottery", spec, task, model, cfg, priors, None, _LOTTERY_STREAM, prune_names,
+                                progress, started, t0)
+        append_result(out, rec)
+        records.append(rec)
+        log(f"{spec.run_id} lottery: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")
+    return records

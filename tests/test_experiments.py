@@ -15,7 +15,7 @@ from moduli.experiments import (
     get_preset, markdown_table, navigation_loss, parse_regime, read_results, run_sweep, summarize,
 )
 from moduli.experiments.config import NavigationConfig
-from moduli.experiments.registry import add_config_arguments, config_from_args
+from moduli.experiments.registry import add_config_arguments, config_from_args, make_task
 from moduli.experiments.runner import append_result, initial_embeddings, plan_runs
 
 
@@ -363,6 +363,12 @@ def test_pruning_every_weight_reports_the_recurrent_matrix_separately(tmp_path):
     assert set(rec["pruned_weights"]) == {"encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "decoder.weight"}
     assert rec["pruned_sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert 0 <= rec["recurrent_sparsity"] <= 1 and rec["model_sparsity"] == pytest.approx(rec["pruned_sparsity"])
+    per = rec["tensor_sparsity"]
+    assert set(per) == set(rec["pruned_weights"]) and per["rnn.weight_hh_l0"] == rec["recurrent_sparsity"]
+    model = make_task("navigation", cfg, 0).build_model()
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    total = sum(per[n] * sizes[n] for n in per) / sum(sizes.values())
+    assert total == pytest.approx(rec["pruned_sparsity"])
 
 
 def test_table_orders_lambda_columns_numerically():

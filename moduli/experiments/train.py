@@ -60,8 +60,8 @@ def _sparsity(model: nn.Module, names) -> float:
 
 
 def _pruner(model, names, cfg, sparsity):
-    params = [targets.resolve(model, n) for n in names]
-    return pruning.GradualMagnitudePruning(params, target_sparsity=sparsity, epochs=cfg.epochs, scope=cfg.prune_scope)
+    return pruning.GradualMagnitudePruning(model, target_sparsity=sparsity, epochs=cfg.epochs, scope=cfg.prune_scope,
+                                           targets=list(names))
 
 
 def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress):
@@ -133,6 +133,7 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
         "pruned_sparsity": _sparsity(model, prune_names),
         "model_sparsity": _sparsity(model, targets.weight_names(model)),
         "pruned_weights": list(prune_names),
+        "tensor_sparsity": {n: _sparsity(model, [n]) for n in prune_names},
         "config": cfg.to_dict(),
         "version": __version__,
         "torch_version": torch.__version__,

@@ -707,3 +707,52 @@ def test_built_in_tasks_run_from_a_fresh_process(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "moduli.cli", "run", "--help"], capture_output=True, text=True,
                             timeout=300)
     assert "{adding,digits,lm,navigation}" in helped.stdout and "--inhibitor-arg" in helped.stdout
+
+
+def test_a_short_write_is_completed_and_a_failed_write_leaves_the_file_unchanged(tmp_path, monkeypatch):
+    import errno
+    import os as _os
+
+    from moduli.experiments import results as store
+
+    real_write = _os.write
+    calls = []
+
+    def short(fd, data):  # a disk that takes 10 bytes at a time
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:10]))
+
+    append_result(tmp_path, {"run_id": "a", "phase": "sparse", "value": 1.0})
+    monkeypatch.setattr(store.os, "write", short)
+    append_result(tmp_path, {"run_id": "b", "phase": "sparse", "value": 2.0, "pad": "x" * 50})
+    assert len(calls) > 1 and [r["run_id"] for r in read_results(tmp_path)] == ["a", "b"]
+    before = (tmp_path / "results.jsonl").read_bytes()
+
+    def full(fd, data):  # 10 bytes, then the disk is full
+        if len(calls) % 2:
+            calls.append(0)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:10]))
+
+    monkeypatch.setattr(store.os, "write", full)
+    with pytest.raises(store.RecordWriteError, match="record of c \\(lottery\\).*No space left"):
+        append_result(tmp_path, {"run_id": "c", "phase": "lottery", "value": 3.0})
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
+def test_run_exits_nonzero_when_a_record_cannot_be_written(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from moduli import cli
+    from moduli.experiments import results as store
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "write", full)
+    code = cli.main(["run", "navigation", "--preset", "smoke", "--steps", "3", "--epochs", "1", "--no-progress",
+                     "--out", str(tmp_path)])
+    assert code == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert read_results(tmp_path) == []

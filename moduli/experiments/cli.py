@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_sweep(args.task, cfg, regimes, args.sparsity or [0.0], seeds, out, preset=args.preset,
                   lams=args.lam, **execution_options(args))
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 1
     records = [r for r in read_results(out) if r["task"] == args.task]

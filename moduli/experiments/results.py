@@ -96,8 +96,18 @@ def read_results(out) -> list[dict]:
     return records
 
 
+class RecordWriteError(OSError):
+    """A record could not be written whole (the file was truncated back to its previous size)."""
+
+
 def append_result(out, record: dict) -> None:
-    """Append one JSON line, flushed and fsynced; an incomplete last line is left alone."""
+    """Append one JSON line, written whole and fsynced, or not at all.
+
+    ``os.write`` may write fewer bytes than asked (a full disk); the rest is
+    written in a loop. If writing or syncing fails, the file is truncated back
+    to its size before the call and :class:`RecordWriteError` names the path:
+    a record is either on disk whole or reported as lost.
+    """
     path = Path(out) / RESULTS_FILE
     line = json.dumps(record, sort_keys=True, allow_nan=False)
     prefix = ""
@@ -106,10 +116,21 @@ def append_result(out, record: dict) -> None:
             fh.seek(-1, os.SEEK_END)
             if fh.read(1) != b"\n":
                 prefix = "\n"
+    data = memoryview((prefix + line + "\n").encode())
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (prefix + line + "\n").encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                written = os.write(fd, data)
+                if written == 0:
+                    raise OSError(f"no progress writing {path}")
+                data = data[written:]
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise RecordWriteError(f"could not write the record of {record.get('run_id')} ({record.get('phase')}) "
+                                   f"to {path}: {exc}; the file is unchanged") from exc
     finally:
         os.close(fd)
 

@@ -142,7 +142,7 @@ def sweep(args: argparse.Namespace) -> int:
     try:
         run_sweep(args.task, cfg, regimes, [args.sparsity], seeds, out, preset=args.preset, lams=lams,
                   **execution_options(args))
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"moduli sweep: {exc}", file=sys.stderr)
         return 1
     records = [r for r in read_results(out) if r["task"] == args.task and r["sparsity"] == args.sparsity]

@@ -756,3 +756,15 @@ def test_run_exits_nonzero_when_a_record_cannot_be_written(tmp_path, monkeypatch
     assert code == 1
     assert "No space left on device" in capsys.readouterr().err
     assert read_results(tmp_path) == []
+
+
+def test_spellings_of_one_sparsity_or_lambda_plan_one_run():
+    from moduli.experiments.cli import parse_sparsity
+
+    regimes = [parse_regime("torus")]
+    runs = plan_runs("navigation", "smoke", regimes, [1e-4, 0.0001], [parse_sparsity("99.9%"), parse_sparsity("0.999")],
+                     [0])
+    assert len(runs) == 1 and runs[0].sparsity == 0.999
+    with pytest.warns(UserWarning, match="planned twice"):
+        runs = plan_runs("navigation", "smoke", regimes, [1e-4], [0.9, 0.9000001], [0])  # one run id, two values
+    assert [r.sparsity for r in runs] == [0.9]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -52,17 +53,25 @@ def plan_runs(task: str, preset: str, regimes: Sequence[Regime], lams: Sequence[
     """
     if not regimes or not lams or not sparsities or not seeds:
         raise ValueError("regimes, lams, sparsities and seeds must each be non-empty")
-    lam_ok = {lam: nonnegative(lam, "lam") for lam in lams}
-    runs = []
+    lam_ok = {lam: _canonical(nonnegative(lam, "lam")) for lam in lams}
+    runs: dict[str, RunSpec] = {}
     for seed in seeds:
         for sparsity in sparsities:
             for regime in regimes:
                 for lam in lams:
                     lam_eff = 0.0 if regime.kind == "none" else lam_ok[lam]
-                    spec = RunSpec(task, preset, regime, lam_eff, fraction(sparsity, "sparsity"), int(seed))
-                    if spec not in runs:
-                        runs.append(spec)
-    return runs
+                    spec = RunSpec(task, preset, regime, lam_eff, _canonical(fraction(sparsity, "sparsity")), int(seed))
+                    first = runs.setdefault(spec.run_id, spec)
+                    if first != spec:
+                        warnings.warn(f"{spec.run_id} is planned twice (sparsity {first.sparsity!r} and "
+                                      f"{spec.sparsity!r}, lambda {first.lam!r} and {spec.lam!r}); training it once, "
+                                      "with the first", UserWarning, stacklevel=2)
+    return list(runs.values())
+
+
+def _canonical(x: float) -> float:
+    """``x`` at 12 significant digits: ``99.9%`` (0.9990000000000001) and ``0.999`` are one value."""
+    return float(f"{x:.12g}")
 
 
 def run_config(cfg: TrainConfig, spec: RunSpec) -> TrainConfig:

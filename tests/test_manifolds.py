@@ -524,3 +524,17 @@ def test_geomstats_import_restores_dtype_in_process():
     torch.set_default_dtype(torch.float32)
     mf.KleinBottle().geomstats_equivalent()
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_import_does_not_load_networkx():
+    """networkx (and scipy's csgraph) load only when a GraphSpace is built."""
+    code = (
+        "import sys, moduli\n"
+        "from moduli import manifolds as mf\n"
+        "assert 'networkx' not in sys.modules, 'import moduli loaded networkx'\n"
+        "import networkx as nx\n"
+        "mf.GraphSpace(nx.path_graph(3))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

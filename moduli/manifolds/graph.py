@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Optional
+from typing import TYPE_CHECKING, Hashable, Iterable, Optional
 
-import networkx as nx
 import numpy as np
 import torch
-from scipy.sparse.csgraph import shortest_path
 from torch import Tensor
 
 from .base import Manifold, check_count, generator_device, resolve_dtype
+
+if TYPE_CHECKING:  # networkx costs ~0.9 s to import; it loads when a GraphSpace is built
+    import networkx as nx
 
 __all__ = ["GraphSpace"]
 
@@ -45,7 +46,12 @@ class GraphSpace(Manifold):
     dim = 0
     differentiable = False
 
-    def __init__(self, graph: nx.Graph, *, weight: Optional[str] = "weight"):
+    def __init__(self, graph: "nx.Graph", *, weight: Optional[str] = "weight"):
+        # Imported here, not at module level, so that `import moduli` stays
+        # free of networkx and scipy.sparse (only graph spaces need them).
+        import networkx as nx
+        from scipy.sparse.csgraph import shortest_path
+
         if not isinstance(graph, nx.Graph):
             raise TypeError(f"graph must be a networkx graph; got {type(graph).__name__}")
         if graph.number_of_nodes() == 0:

@@ -538,3 +538,31 @@ def test_import_does_not_load_networkx():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+class _ProjectivePlane(mf.Sphere):
+    """RP^2 = S^2 / (x ~ -x), written as a Sphere subclass overriding only ``_dist``."""
+
+    def __init__(self, radius: float = 1.0):
+        super().__init__(2, radius)
+        self.diameter = math.pi * radius / 2
+
+    def _dist(self, x, y):
+        return torch.minimum(super()._dist(x, y), super()._dist(x, -y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sphere_fast_path_respects_a_subclass_dist(dtype):
+    """Sphere's Gram/acos cdist accelerates Sphere._dist only; a subclass with its
+    own _dist (here RP^2) must get cdist == its dist, never above its diameter."""
+    M = _ProjectivePlane(5.0)
+    g = torch.Generator().manual_seed(0)
+    x = M.random_uniform(400, generator=g, dtype=dtype)
+    y = M.random_uniform(300, generator=g, dtype=dtype)
+    atol = ATOL[dtype] * M.diameter
+    for D, expected in [(M.cdist(x, y), M.dist(x[:, None], y[None])), (M.cdist(x), M.dist(x[:, None], x[None]))]:
+        assert float((D - expected).abs().max()) <= atol
+        assert float(D.max()) <= M.diameter + atol
+    # the plain sphere keeps its fast path, which agrees with its own dist
+    S = mf.Sphere(2, 5.0)
+    assert torch.allclose(S.cdist(x, y), S.dist(x[:, None], y[None]), atol=atol)

@@ -273,6 +273,17 @@ class Manifold:
         return f"{type(self).__name__}()"
 
 
+def overrides(obj: Any, owner: type, name: str) -> bool:
+    """Whether ``type(obj)`` replaces ``owner``'s method ``name``.
+
+    A fast path that is only valid for ``owner``'s own formula (for example
+    :class:`~moduli.manifolds.Sphere`'s Gram-matrix ``cdist``, which
+    accelerates ``Sphere._dist``) must not run for a subclass that redefines
+    that formula.
+    """
+    return getattr(type(obj), name) is not getattr(owner, name)
+
+
 def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 

@@ -102,7 +102,7 @@ class GraphSpace(Manifold):
         i, j = x[..., 0].long(), y[..., 0].long()
         return D[i, j]
 
-    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
+    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
         D = self.distance_matrix(x)
         return D[x[:, 0].long()[:, None], y[:, 0].long()[None, :]]
 

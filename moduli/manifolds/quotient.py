@@ -178,7 +178,25 @@ class QuotientSpace(Manifold):
     def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
         """Two passes: the closest image per pair without autograd (row blocks
         over one stacked tensor of images), then, if a gradient is needed, the
-        distance to that image coordinate by coordinate."""
+        distance to that image coordinate by coordinate.
+
+        This is the one built-in space that overrides ``_cdist`` rather than
+        the documented ``_cdist_block``, for two reasons the base class's
+        blocking cannot provide:
+
+        * ``canonical`` is iterative (up to ``max_steps`` passes over every
+          image of every point); done once per call here, it would be redone
+          on ``y`` for every row block;
+        * for one set of points the matrix is made symmetric with the smaller
+          of the two orders' squared distances, ``min(sq, sq.T)`` (the two
+          orders of a pair may pick different images that tie up to rounding,
+          and the smaller is the better estimate of the minimum), instead of
+          mirroring one triangle; the numbers of existing runs depend on it.
+
+        Blocks are sized in (image, row, column) entries, ``2**22`` of them.
+        :meth:`Product._cdist_block` calls the default ``_cdist_block`` of a
+        quotient factor (``_dist`` broadcast), which is correct but slower.
+        """
         same = x is y
         x = self.canonical(x)
         y = x if same else self.canonical(y)

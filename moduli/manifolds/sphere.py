@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import (
-    _needs_grad, GeomstatsMatch, Manifold, check_count, check_dim, check_positive, generator_device,
+    _needs_grad, GeomstatsMatch, Manifold, overrides, check_count, check_dim, check_positive, generator_device,
     resolve_dtype, safe_sqrt, tolerance, wrap,
 )
 from ._geomstats import geomstats_import
@@ -73,8 +73,13 @@ class Sphere(Manifold):
         nearly antipodal points, about 2% of uniform pairs on S^2) are
         recomputed with the atan2 form. With autograd the atan2 form is used
         throughout, for its finite gradients.
+
+        The fast path computes the great-circle distance, so it runs only
+        while ``_dist`` is :meth:`Sphere._dist`: a subclass that overrides
+        ``_dist`` (``Circle``, or a quotient such as RP^n written as a
+        sphere) gets the default, :meth:`_dist` broadcast over the block.
         """
-        if _needs_grad(x, y):
+        if _needs_grad(x, y) or overrides(self, Sphere, "_dist"):
             return super()._cdist_block(x, y)
         r = self.radius
         out = torch.mm(x / r, (y / r).T).clamp_(-1.0, 1.0)
@@ -144,9 +149,6 @@ class Circle(Sphere):
         tx = torch.atan2(x[..., 1], x[..., 0])
         ty = torch.atan2(y[..., 1], y[..., 0])
         return self.radius * wrap(tx - ty, 2.0 * math.pi)
-
-    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
-        return Manifold._cdist_block(self, x, y)
 
     def __repr__(self) -> str:
         return f"Circle(radius={self.radius:g})"

@@ -433,10 +433,12 @@ def test_bad_points_raise_clear_errors(case):
         M.cdist(good, good.double())
     with pytest.raises(ValueError, match="broadcastable"):
         M.dist(good, good[:2])
-    with pytest.raises(ValueError, match="n must be >= 0"):
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
         M.random_uniform(-1)
     with pytest.raises(TypeError, match="dtype"):
         M.random_uniform(2, dtype=torch.int64)
+    with pytest.raises(TypeError, match="n must be an int"):
+        M.random_uniform(2.0)
 
 
 @pytest.mark.parametrize(
@@ -446,9 +448,9 @@ def test_bad_points_raise_clear_errors(case):
         (lambda: mf.Circle(0.0), "radius"),
         (lambda: mf.Circle(float("nan")), "radius"),
         (lambda: mf.FlatTorus(2, -10.0), "period must be a finite positive number"),
-        (lambda: mf.FlatTorus(0, 10.0), "dim must be >= 1"),
+        (lambda: mf.FlatTorus(0, 10.0), "dim must be an int >= 1"),
         (lambda: mf.KleinBottle(-1.0), "side must be a finite positive number"),
-        (lambda: mf.Euclidean(0), "dim must be >= 1"),
+        (lambda: mf.Euclidean(0), "dim must be an int >= 1"),
         (lambda: mf.Product(), "at least one space"),
         (lambda: mf.QuotientSpace([(2 * I2, [1.0, 0.0])], domain=[1.0, 1.0]), "orthogonal"),
         (lambda: mf.QuotientSpace([(I2, [1.0, 0.0, 0.0])], domain=[1.0, 1.0]), r"b of shape \(2,\)"),
@@ -463,7 +465,7 @@ def test_bad_parameters(make, message):
 
 
 def test_type_errors_for_parameters():
-    with pytest.raises(TypeError, match="radius must be a positive number"):
+    with pytest.raises(TypeError, match="radius must be a positive real number"):
         mf.Sphere(2, "5")
     with pytest.raises(TypeError, match="dim must be an int"):
         mf.FlatTorus(2.0, 10.0)
@@ -566,3 +568,33 @@ def test_sphere_fast_path_respects_a_subclass_dist(dtype):
     # the plain sphere keeps its fast path, which agrees with its own dist
     S = mf.Sphere(2, 5.0)
     assert torch.allclose(S.cdist(x, y), S.dist(x[:, None], y[None]), atol=atol)
+
+
+def test_random_uniform_is_a_template():
+    """A space implements only the sampling hook; the base class validates and
+    resolves dtype and device. A space without the hook fails loudly."""
+
+    class Interval(mf.Manifold):
+        coord_dim = dim = 1
+        diameter = 1.0
+
+        def _dist(self, x, y):
+            return (x - y).abs()[..., 0]
+
+        def _random_uniform(self, n, generator, dtype, device):
+            return torch.rand(n, 1, generator=generator, dtype=dtype, device=device)
+
+    M = Interval()
+    x = M.random_uniform(4, generator=torch.Generator().manual_seed(0))
+    assert x.dtype == torch.get_default_dtype() and x.device.type == "cpu"
+    assert torch.equal(x, torch.rand(4, 1, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        M.random_uniform(-2)
+    with pytest.raises(TypeError, match="dtype"):
+        M.random_uniform(2, dtype=torch.int32)
+
+    class NoSampler(mf.Manifold):
+        coord_dim = dim = 1
+
+    with pytest.raises(NotImplementedError, match="NoSampler must implement _random_uniform"):
+        NoSampler().random_uniform(3)

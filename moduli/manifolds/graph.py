@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Manifold, check_count, generator_device, resolve_dtype
+from .base import Manifold, resolve_dtype
 
 if TYPE_CHECKING:  # networkx costs ~0.9 s to import; it loads when a GraphSpace is built
     import networkx as nx
@@ -106,11 +106,8 @@ class GraphSpace(Manifold):
         D = self.distance_matrix(x)
         return D[x[:, 0].long()[:, None], y[:, 0].long()[None, :]]
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         """Nodes drawn uniformly (with replacement)."""
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
         idx = torch.randint(self.num_nodes, (n, 1), generator=generator, device=device)
         return idx.to(dtype)
 

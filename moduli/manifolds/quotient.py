@@ -10,9 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (
-    Manifold, _needs_grad, check_count, check_dim, generator_device, resolve_dtype, safe_sqrt,
-)
+from .. import _validate
+from .base import Manifold, _needs_grad, safe_sqrt
 
 __all__ = ["QuotientSpace"]
 
@@ -94,8 +93,8 @@ class QuotientSpace(Manifold):
             if not np.allclose(A.T @ A, np.eye(k), atol=1e-9):
                 raise ValueError(f"generators[{i}] A must be orthogonal (an isometry); A^T A != I")
             gens.append((A, b))
-        self.coord_dim = self.dim = check_dim(k, "k")
-        self.depth = check_dim(depth, "depth")
+        self.coord_dim = self.dim = _validate.integer(k, "k", minimum=1)
+        self.depth = _validate.integer(depth, "depth", minimum=1)
 
         E = np.asarray(torch.as_tensor(domain, dtype=torch.float64), dtype=np.float64)
         if E.ndim == 1:
@@ -226,10 +225,7 @@ class QuotientSpace(Manifold):
         return safe_sqrt(total)
 
     # ------------------------------------------------------------- sampling
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         t = torch.rand(n, self.coord_dim, generator=generator, dtype=dtype, device=device)
         E = torch.as_tensor(self._edges, dtype=dtype, device=device)
         o = torch.as_tensor(self._origin, dtype=dtype, device=device)

@@ -7,10 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import (
-    _needs_grad, GeomstatsMatch, Manifold, overrides, check_count, check_dim, check_positive, generator_device,
-    resolve_dtype, safe_sqrt, tolerance, wrap,
-)
+from .. import _validate
+from .base import _needs_grad, GeomstatsMatch, Manifold, overrides, safe_sqrt, tolerance, wrap
 from ._geomstats import geomstats_import
 from .euclidean import squared_norm_of_difference
 
@@ -54,9 +52,9 @@ class Sphere(Manifold):
     """
 
     def __init__(self, dim: int = 2, radius: float = 1.0):
-        self.dim = check_dim(dim, "dim")
+        self.dim = _validate.integer(dim, "dim", minimum=1)
         self.coord_dim = self.dim + 1
-        self.radius = check_positive(radius, "radius")
+        self.radius = _validate.positive(radius, "radius")
         self.diameter = math.pi * self.radius
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
@@ -112,10 +110,7 @@ class Sphere(Manifold):
         norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
         return self.radius * u / norm.clamp_min(torch.finfo(u.dtype).eps)
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         g = torch.randn(n, self.coord_dim, generator=generator, dtype=dtype, device=device)
         # A standard normal vector is zero with probability 0; guard anyway.
         norms = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)

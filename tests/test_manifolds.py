@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moduli import manifolds as mf
+from moduli.manifolds.testing import ManifoldCheckError, check_manifold
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = [torch.float32, torch.float64]
@@ -598,3 +599,108 @@ def test_random_uniform_is_a_template():
 
     with pytest.raises(NotImplementedError, match="NoSampler must implement _random_uniform"):
         NoSampler().random_uniform(3)
+
+
+# ------------------------------------------------ the public contract check
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_check_manifold_passes_on_every_space(case, dtype):
+    report = check_manifold(case.space, generator=torch.Generator().manual_seed(11), dtype=dtype)
+    assert report.space == repr(case.space) and report.dtype == dtype and report.n == 64
+    assert all(0.0 <= err <= report.atol for err in report.errors.values())
+    expected = {"random_uniform", "symmetry", "triangle inequality", "dist is the diagonal of cdist",
+                "cdist(x) exactly symmetric", "identity", "non-negativity"}
+    assert expected <= set(report.checks)
+    assert ("finite gradients" in report.checks) == case.space.differentiable
+    assert ("diameter" in report.checks) == math.isfinite(case.space.diameter)
+
+
+class _Skewed(mf.Euclidean):
+    """d(x, y) + relu(x_0 - y_0): zero on the diagonal, non-negative, not symmetric."""
+
+    def _dist(self, x, y):
+        return super()._dist(x, y) + torch.relu(x[..., 0] - y[..., 0])
+
+
+class _Squared(mf.Euclidean):
+    """|x - y|^2: symmetric, zero on the diagonal, breaks the triangle inequality."""
+
+    def _dist(self, x, y):
+        return super()._dist(x, y) ** 2
+
+
+class _WrongBlock(mf.FlatTorus):
+    """A _cdist_block that disagrees with _dist."""
+
+    def _cdist_block(self, x, y):
+        return 0.5 * super()._cdist_block(x, y)
+
+
+class _SmallDiameter(mf.Sphere):
+    def __init__(self, dim, radius):
+        super().__init__(dim, radius)
+        self.diameter = 1.0  # the true diameter is pi * radius
+
+
+class _OffSphere(mf.Sphere):
+    def _random_uniform(self, n, generator, dtype, device):
+        return 2.0 * super()._random_uniform(n, generator, dtype, device)
+
+
+class _NaiveSqrt(mf.Euclidean):
+    """sqrt without a guard: infinite derivative at d = 0, NaN gradients."""
+
+    def _dist(self, x, y):
+        return torch.sqrt(((x - y) ** 2).sum(-1))
+
+
+class _NotSeeded(mf.Euclidean):
+    def _random_uniform(self, n, generator, dtype, device):
+        return torch.rand(n, self.dim, dtype=dtype, device=device)  # ignores the generator
+
+
+class _Negative(mf.Euclidean):
+    def _dist(self, x, y):
+        return super()._dist(x, y) - 0.1  # negative for nearby points
+
+
+@pytest.mark.parametrize(
+    "space, prop",
+    [
+        (_Skewed(2), "symmetry"),
+        (_Squared(2), "triangle inequality"),
+        (_WrongBlock(2, 10.0), "dist is the diagonal of cdist"),
+        (_SmallDiameter(2, 5.0), "diameter"),
+        (_OffSphere(2, 5.0), "random_uniform"),
+        (_NaiveSqrt(2), "finite gradients"),
+        (_NotSeeded(2), "random_uniform"),
+        (_ProjectivePlane(5.0), None),  # a correct space written as a Sphere subclass passes
+    ],
+    ids=lambda v: v if isinstance(v, str) else type(v).__name__,
+)
+def test_check_manifold_names_the_broken_property(space, prop):
+    if prop is None:
+        check_manifold(space)
+        return
+    with pytest.raises(ManifoldCheckError) as info:
+        check_manifold(space)
+    err = info.value
+    assert isinstance(err, AssertionError) and err.property == prop
+    assert str(err).startswith(f"{prop} fails for {space!r}")
+
+
+def test_check_manifold_reports_the_worst_pair():
+    with pytest.raises(ManifoldCheckError, match=r"triangle inequality fails for .*worst at index \(\d+"):
+        check_manifold(_Squared(3), dtype=torch.float32)
+    with pytest.raises(AssertionError, match="non-negativity"):
+        check_manifold(_Negative(2))
+
+
+def test_check_manifold_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="M must be a moduli Manifold"):
+        check_manifold("sphere")
+    with pytest.raises(ValueError, match="n must be an int >= 2"):
+        check_manifold(mf.Circle(1.0), n=1)
+    with pytest.raises(TypeError, match="dtype"):
+        check_manifold(mf.Circle(1.0), dtype=torch.int64)
+    with pytest.raises(ValueError, match="atol"):
+        check_manifold(mf.Circle(1.0), atol=-1.0)

@@ -23,14 +23,9 @@ import subprocess
 import sys
 import time
 
-SPACES = {
-    "circle": "mf.Circle(5.0)",
-    "sphere": "mf.Sphere(2, 5.0)",
-    "torus": "mf.FlatTorus(2, 10.0)",
-    "klein": "mf.KleinBottle(10.0)",
-    "torus6": "mf.FlatTorus(6, 10.0)",
-    "r3": "mf.Euclidean(3)",
-}
+# the built-in spaces by name (moduli.manifolds.catalog), as expressions for the child process
+SPACES = {name: f"mf.catalog.build({name!r})" for name in
+          ("circle", "sphere", "torus", "klein", "torus6", "r3")}
 
 
 def _rss_bytes() -> int:

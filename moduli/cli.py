@@ -35,7 +35,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-@command("demo", "sample every built-in space, print distance statistics and cdist timings")(_demo_args)
+@command("demo", "sample every built-in space (the Appendix D spaces of moduli.manifolds.catalog), print "
+         "distance statistics and cdist timings")(_demo_args)
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
@@ -43,14 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.n < 2:
         raise SystemExit("moduli demo: --n must be at least 2")
-    spaces = {
-        "circle": mf.Circle(5.0),
-        "sphere": mf.Sphere(2, 5.0),
-        "torus": mf.FlatTorus(2, 10.0),
-        "klein": mf.KleinBottle(10.0),
-        "torus6": mf.FlatTorus(6, 10.0),
-        "r3": mf.Euclidean(3),
-    }
+    spaces = {name: mf.catalog.build(name) for name in mf.catalog.NAMES}
     print(f"moduli demo: {args.n} uniform points per space, float32, CPU, seed {args.seed}")
     print(f"{'space':8s} {'diameter':>9s} {'mean d':>8s} {'max d':>8s} {'cdist ms':>9s} {'ns/pair':>8s}")
     for name, M in spaces.items():

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moduli import manifolds as mf
+from moduli.manifolds.testing import ManifoldCheckError, check_manifold
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = [torch.float32, torch.float64]
@@ -433,10 +434,12 @@ def test_bad_points_raise_clear_errors(case):
         M.cdist(good, good.double())
     with pytest.raises(ValueError, match="broadcastable"):
         M.dist(good, good[:2])
-    with pytest.raises(ValueError, match="n must be >= 0"):
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
         M.random_uniform(-1)
     with pytest.raises(TypeError, match="dtype"):
         M.random_uniform(2, dtype=torch.int64)
+    with pytest.raises(TypeError, match="n must be an int"):
+        M.random_uniform(2.0)
 
 
 @pytest.mark.parametrize(
@@ -446,9 +449,9 @@ def test_bad_points_raise_clear_errors(case):
         (lambda: mf.Circle(0.0), "radius"),
         (lambda: mf.Circle(float("nan")), "radius"),
         (lambda: mf.FlatTorus(2, -10.0), "period must be a finite positive number"),
-        (lambda: mf.FlatTorus(0, 10.0), "dim must be >= 1"),
+        (lambda: mf.FlatTorus(0, 10.0), "dim must be an int >= 1"),
         (lambda: mf.KleinBottle(-1.0), "side must be a finite positive number"),
-        (lambda: mf.Euclidean(0), "dim must be >= 1"),
+        (lambda: mf.Euclidean(0), "dim must be an int >= 1"),
         (lambda: mf.Product(), "at least one space"),
         (lambda: mf.QuotientSpace([(2 * I2, [1.0, 0.0])], domain=[1.0, 1.0]), "orthogonal"),
         (lambda: mf.QuotientSpace([(I2, [1.0, 0.0, 0.0])], domain=[1.0, 1.0]), r"b of shape \(2,\)"),
@@ -463,7 +466,7 @@ def test_bad_parameters(make, message):
 
 
 def test_type_errors_for_parameters():
-    with pytest.raises(TypeError, match="radius must be a positive number"):
+    with pytest.raises(TypeError, match="radius must be a positive real number"):
         mf.Sphere(2, "5")
     with pytest.raises(TypeError, match="dim must be an int"):
         mf.FlatTorus(2.0, 10.0)
@@ -524,3 +527,180 @@ def test_geomstats_import_restores_dtype_in_process():
     torch.set_default_dtype(torch.float32)
     mf.KleinBottle().geomstats_equivalent()
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_import_does_not_load_networkx():
+    """networkx (and scipy's csgraph) load only when a GraphSpace is built."""
+    code = (
+        "import sys, moduli\n"
+        "from moduli import manifolds as mf\n"
+        "assert 'networkx' not in sys.modules, 'import moduli loaded networkx'\n"
+        "import networkx as nx\n"
+        "mf.GraphSpace(nx.path_graph(3))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+class _ProjectivePlane(mf.Sphere):
+    """RP^2 = S^2 / (x ~ -x), written as a Sphere subclass overriding only ``_dist``."""
+
+    def __init__(self, radius: float = 1.0):
+        super().__init__(2, radius)
+        self.diameter = math.pi * radius / 2
+
+    def _dist(self, x, y):
+        return torch.minimum(super()._dist(x, y), super()._dist(x, -y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sphere_fast_path_respects_a_subclass_dist(dtype):
+    """Sphere's Gram/acos cdist accelerates Sphere._dist only; a subclass with its
+    own _dist (here RP^2) must get cdist == its dist, never above its diameter."""
+    M = _ProjectivePlane(5.0)
+    g = torch.Generator().manual_seed(0)
+    x = M.random_uniform(400, generator=g, dtype=dtype)
+    y = M.random_uniform(300, generator=g, dtype=dtype)
+    atol = ATOL[dtype] * M.diameter
+    for D, expected in [(M.cdist(x, y), M.dist(x[:, None], y[None])), (M.cdist(x), M.dist(x[:, None], x[None]))]:
+        assert float((D - expected).abs().max()) <= atol
+        assert float(D.max()) <= M.diameter + atol
+    # the plain sphere keeps its fast path, which agrees with its own dist
+    S = mf.Sphere(2, 5.0)
+    assert torch.allclose(S.cdist(x, y), S.dist(x[:, None], y[None]), atol=atol)
+
+
+def test_random_uniform_is_a_template():
+    """A space implements only the sampling hook; the base class validates and
+    resolves dtype and device. A space without the hook fails loudly."""
+
+    class Interval(mf.Manifold):
+        coord_dim = dim = 1
+        diameter = 1.0
+
+        def _dist(self, x, y):
+            return (x - y).abs()[..., 0]
+
+        def _random_uniform(self, n, generator, dtype, device):
+            return torch.rand(n, 1, generator=generator, dtype=dtype, device=device)
+
+    M = Interval()
+    x = M.random_uniform(4, generator=torch.Generator().manual_seed(0))
+    assert x.dtype == torch.get_default_dtype() and x.device.type == "cpu"
+    assert torch.equal(x, torch.rand(4, 1, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        M.random_uniform(-2)
+    with pytest.raises(TypeError, match="dtype"):
+        M.random_uniform(2, dtype=torch.int32)
+
+    class NoSampler(mf.Manifold):
+        coord_dim = dim = 1
+
+    with pytest.raises(NotImplementedError, match="NoSampler must implement _random_uniform"):
+        NoSampler().random_uniform(3)
+
+
+# ------------------------------------------------ the public contract check
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_check_manifold_passes_on_every_space(case, dtype):
+    report = check_manifold(case.space, generator=torch.Generator().manual_seed(11), dtype=dtype)
+    assert report.space == repr(case.space) and report.dtype == dtype and report.n == 64
+    assert all(0.0 <= err <= report.atol for err in report.errors.values())
+    expected = {"random_uniform", "symmetry", "triangle inequality", "dist is the diagonal of cdist",
+                "cdist(x) exactly symmetric", "identity", "non-negativity"}
+    assert expected <= set(report.checks)
+    assert ("finite gradients" in report.checks) == case.space.differentiable
+    assert ("diameter" in report.checks) == math.isfinite(case.space.diameter)
+
+
+class _Skewed(mf.Euclidean):
+    """d(x, y) + relu(x_0 - y_0): zero on the diagonal, non-negative, not symmetric."""
+
+    def _dist(self, x, y):
+        return super()._dist(x, y) + torch.relu(x[..., 0] - y[..., 0])
+
+
+class _Squared(mf.Euclidean):
+    """|x - y|^2: symmetric, zero on the diagonal, breaks the triangle inequality."""
+
+    def _dist(self, x, y):
+        return super()._dist(x, y) ** 2
+
+
+class _WrongBlock(mf.FlatTorus):
+    """A _cdist_block that disagrees with _dist."""
+
+    def _cdist_block(self, x, y):
+        return 0.5 * super()._cdist_block(x, y)
+
+
+class _SmallDiameter(mf.Sphere):
+    def __init__(self, dim, radius):
+        super().__init__(dim, radius)
+        self.diameter = 1.0  # the true diameter is pi * radius
+
+
+class _OffSphere(mf.Sphere):
+    def _random_uniform(self, n, generator, dtype, device):
+        return 2.0 * super()._random_uniform(n, generator, dtype, device)
+
+
+class _NaiveSqrt(mf.Euclidean):
+    """sqrt without a guard: infinite derivative at d = 0, NaN gradients."""
+
+    def _dist(self, x, y):
+        return torch.sqrt(((x - y) ** 2).sum(-1))
+
+
+class _NotSeeded(mf.Euclidean):
+    def _random_uniform(self, n, generator, dtype, device):
+        return torch.rand(n, self.dim, dtype=dtype, device=device)  # ignores the generator
+
+
+class _Negative(mf.Euclidean):
+    def _dist(self, x, y):
+        return super()._dist(x, y) - 0.1  # negative for nearby points
+
+
+@pytest.mark.parametrize(
+    "space, prop",
+    [
+        (_Skewed(2), "symmetry"),
+        (_Squared(2), "triangle inequality"),
+        (_WrongBlock(2, 10.0), "dist is the diagonal of cdist"),
+        (_SmallDiameter(2, 5.0), "diameter"),
+        (_OffSphere(2, 5.0), "random_uniform"),
+        (_NaiveSqrt(2), "finite gradients"),
+        (_NotSeeded(2), "random_uniform"),
+        (_ProjectivePlane(5.0), None),  # a correct space written as a Sphere subclass passes
+    ],
+    ids=lambda v: v if isinstance(v, str) else type(v).__name__,
+)
+def test_check_manifold_names_the_broken_property(space, prop):
+    if prop is None:
+        check_manifold(space)
+        return
+    with pytest.raises(ManifoldCheckError) as info:
+        check_manifold(space)
+    err = info.value
+    assert isinstance(err, AssertionError) and err.property == prop
+    assert str(err).startswith(f"{prop} fails for {space!r}")
+
+
+def test_check_manifold_reports_the_worst_pair():
+    with pytest.raises(ManifoldCheckError, match=r"triangle inequality fails for .*worst at index \(\d+"):
+        check_manifold(_Squared(3), dtype=torch.float32)
+    with pytest.raises(AssertionError, match="non-negativity"):
+        check_manifold(_Negative(2))
+
+
+def test_check_manifold_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="M must be a moduli Manifold"):
+        check_manifold("sphere")
+    with pytest.raises(ValueError, match="n must be an int >= 2"):
+        check_manifold(mf.Circle(1.0), n=1)
+    with pytest.raises(TypeError, match="dtype"):
+        check_manifold(mf.Circle(1.0), dtype=torch.int64)
+    with pytest.raises(ValueError, match="atol"):
+        check_manifold(mf.Circle(1.0), atol=-1.0)

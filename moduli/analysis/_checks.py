@@ -8,6 +8,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .. import _validate
+
 __all__ = [
     "as_numpy_2d", "check_int", "check_nonnegative", "check_prime", "to_numpy",
 ]
@@ -48,26 +50,21 @@ def as_numpy_2d(x: Any, name: str, *, square: bool = False) -> np.ndarray:
 
 
 def check_int(value: Any, name: str, minimum: int = 0, maximum: Optional[int] = None) -> int:
-    """Return ``value`` if it is an int in ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        hi = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"{name} must be >= {minimum}{hi}; got {value}")
+    """Return ``value`` if it is an int in ``[minimum, maximum]`` (:func:`moduli._validate.integer`)."""
+    value = _validate.integer(value, name, minimum=minimum)
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be >= {minimum} and <= {maximum}; got {value}")
     return value
 
 
 def check_nonnegative(value: Any, name: str, *, allow_inf: bool = False, positive: bool = False) -> float:
-    """Return ``value`` as a float if it is a non-negative (or positive) number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{name} must be finite; got {value}")
-    if value < 0 or (positive and value == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be {kind}; got {value}")
+    """Return ``value`` as a float if it is a non-negative (or, with ``positive``, a
+    non-zero) number, infinite only if ``allow_inf`` (:mod:`moduli._validate`)."""
+    if positive and not allow_inf:
+        return _validate.positive(value, name)
+    value = _validate.nonnegative(value, name, allow_inf=allow_inf)
+    if positive and value == 0:
+        raise ValueError(f"{name} must be positive; got {value}")
     return value
 
 

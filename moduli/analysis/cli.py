@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from ..cli import command
+from ..manifolds import catalog
 
 __all__ = ["load_array", "make_manifold"]
 
-_SPACES = ("euclidean", "circle", "sphere", "torus", "klein")
+# "euclidean" means plain coordinates (no manifold); the rest come from the catalog
+_SPACES = ("euclidean", *catalog.NAMES)
 
 
 def load_array(path: str) -> torch.Tensor:
@@ -45,20 +47,18 @@ def load_array(path: str) -> torch.Tensor:
 
 
 def make_manifold(name: str, scale: float, coord_dim: int):
-    """The built-in space ``name`` at ``scale`` (radius, period or side); None for Euclidean."""
-    from .. import manifolds as mf
+    """The built-in space ``name`` at ``scale`` (radius, period or side); None for Euclidean.
 
+    Spaces come from :func:`moduli.manifolds.catalog.at_scale`.
+    """
     if name == "euclidean":
         return None
-    if name == "circle":
-        return mf.Circle(scale)
-    if name == "sphere":
-        return mf.Sphere(coord_dim - 1, scale)
-    if name == "torus":
-        return mf.FlatTorus(coord_dim, scale)
-    if name == "klein":
-        return mf.KleinBottle(scale)
-    raise SystemExit(f"--manifold must be one of {', '.join(_SPACES)}; got {name!r}")
+    if name not in catalog.ENTRIES:
+        raise SystemExit(f"--manifold must be one of {', '.join(_SPACES)}; got {name!r}")
+    try:
+        return catalog.at_scale(name, scale, coord_dim)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--manifold {name} --scale {scale}: {exc}")
 
 
 def _check_out(path: str, force: bool) -> str:
@@ -78,9 +78,10 @@ def _jsonable(v):
 
 def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifold", default="euclidean", choices=_SPACES,
-                   help="metric of the points (default: euclidean)")
+                   help="metric of the points (default: euclidean): "
+                        + catalog.describe().replace("%", "%%"))
     p.add_argument("--scale", type=float, default=1.0,
-                   help="circle/sphere radius, torus period or Klein-bottle side (default 1)")
+                   help="SCALE of --manifold: circle/sphere radius, torus period, Klein-bottle side (default 1)")
     p.add_argument("--out", required=True, help="new output directory")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty directory")
 

@@ -13,6 +13,7 @@ from .klein import KleinBottle
 from .product import Product
 from .quotient import QuotientSpace
 from .graph import GraphSpace
+from . import catalog, testing
 
 __all__ = [
     "Manifold", "GeomstatsMatch", "Euclidean", "Sphere", "Circle", "FlatTorus",

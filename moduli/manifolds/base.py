@@ -1,8 +1,9 @@
 """The base class of every metric space in :mod:`moduli.manifolds`.
 
 A space needs three things: ``coord_dim`` (length of a point's coordinate
-vector), ``random_uniform`` and ``_dist`` (the geodesic distance of two
-broadcast-compatible batches of points). Everything else -- validation,
+vector), ``_random_uniform`` (the sampling behind ``random_uniform``) and
+``_dist`` (the geodesic distance of two broadcast-compatible batches of
+points). Everything else -- validation,
 pairwise ``cdist`` with bounded memory, the unconstrained parametrization used
 by trained embeddings -- is derived here.
 """
@@ -15,6 +16,8 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+
+from .. import _validate
 
 __all__ = ["Manifold", "GeomstatsMatch", "safe_sqrt", "wrap", "tolerance"]
 
@@ -79,7 +82,8 @@ class Manifold:
     """A metric space whose points are rows of a tensor.
 
     Subclasses set ``coord_dim`` and ``dim`` and implement :meth:`_dist` and
-    :meth:`random_uniform`; they may override :meth:`_cdist_block` for a faster pairwise formula,
+    :meth:`_random_uniform` (the sampling hook of :meth:`random_uniform`,
+    which validates its arguments first); they may override :meth:`_cdist_block` for a faster pairwise formula,
     :meth:`_check` for extra membership conditions, and
     :meth:`from_unconstrained` for trained embeddings.
 
@@ -112,11 +116,50 @@ class Manifold:
     ) -> Tensor:
         """Draw ``n`` points independently from the uniform (volume) distribution.
 
+        Validates and resolves the arguments, then calls the subclass hook
+        :meth:`_random_uniform`, which does only the sampling.
+
+        Parameters
+        ----------
+        n : int
+            Number of points, ``n >= 0``.
+        generator : torch.Generator, optional
+            Source of randomness (torch's global generator if ``None``); the
+            same generator state gives the same points.
+        dtype : torch.dtype, optional
+            A floating-point dtype; torch's default dtype if ``None``.
+        device : torch.device or str, optional
+            Where to sample; defaults to the generator's device, else the CPU.
+
         Returns
         -------
         Tensor, shape=[n, coord_dim]
+
+        Raises
+        ------
+        TypeError
+            If ``n`` is not an int or ``dtype`` is not a floating-point dtype.
+        ValueError
+            If ``n < 0``.
         """
-        raise NotImplementedError
+        n = _validate.integer(n, "n", minimum=0)
+        dtype = resolve_dtype(dtype)
+        device = generator_device(generator, device)
+        return self._random_uniform(n, generator, dtype, device)
+
+    def _random_uniform(
+        self, n: int, generator: Optional[torch.Generator], dtype: torch.dtype, device: torch.device
+    ) -> Tensor:
+        """Sampling hook of :meth:`random_uniform`: ``n`` points, shape=[n, coord_dim].
+
+        The arguments are already checked: ``n`` is an int >= 0, ``dtype`` a
+        floating-point dtype, ``device`` a ``torch.device``. Pass
+        ``generator``, ``dtype`` and ``device`` to every torch sampler.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _random_uniform(n, generator, dtype, device) "
+            "(or override random_uniform)"
+        )
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         """Distance of broadcast-compatible, validated points ``(..., coord_dim)``."""
@@ -273,6 +316,17 @@ class Manifold:
         return f"{type(self).__name__}()"
 
 
+def overrides(obj: Any, owner: type, name: str) -> bool:
+    """Whether ``type(obj)`` replaces ``owner``'s method ``name``.
+
+    A fast path that is only valid for ``owner``'s own formula (for example
+    :class:`~moduli.manifolds.Sphere`'s Gram-matrix ``cdist``, which
+    accelerates ``Sphere._dist``) must not run for a subclass that redefines
+    that formula.
+    """
+    return getattr(type(obj), name) is not getattr(owner, name)
+
+
 def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -282,30 +336,6 @@ def _check_same_kind(x: Tensor, y: Tensor) -> None:
         raise TypeError(f"x and y must have the same dtype; got {x.dtype} and {y.dtype}")
     if x.device != y.device:
         raise ValueError(f"x and y must be on the same device; got {x.device} and {y.device}")
-
-
-def check_positive(value: Any, name: str) -> float:
-    """Return ``value`` as a float, or raise if it is not a finite positive number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number; got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number; got {value}")
-    return value
-
-
-def check_dim(value: Any, name: str = "dim", minimum: int = 1) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return value
-
-
-def check_count(n: Any, name: str = "n") -> int:
-    """Validate a sample count."""
-    return check_dim(n, name, minimum=0)
 
 
 def resolve_dtype(dtype: Optional[torch.dtype]) -> torch.dtype:

@@ -7,10 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import (
-    GeomstatsMatch, Manifold, check_count, check_dim, check_positive, generator_device,
-    resolve_dtype, safe_sqrt,
-)
+from .. import _validate
+from .base import GeomstatsMatch, Manifold, safe_sqrt
 from ._geomstats import geomstats_import
 
 __all__ = ["Euclidean", "squared_norm_of_difference"]
@@ -54,17 +52,14 @@ class Euclidean(Manifold):
     """
 
     def __init__(self, dim: int, *, extent: float = 10.0):
-        self.dim = self.coord_dim = check_dim(dim, "dim")
-        self.extent = check_positive(extent, "extent")
+        self.dim = self.coord_dim = _validate.integer(dim, "dim", minimum=1)
+        self.extent = _validate.positive(extent, "extent")
         self.diameter = math.inf
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
         return safe_sqrt(squared_norm_of_difference(x, y))
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         u = torch.rand(n, self.dim, generator=generator, dtype=dtype, device=device)
         return self.extent * u
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Optional
+from typing import TYPE_CHECKING, Hashable, Iterable, Optional
 
-import networkx as nx
 import numpy as np
 import torch
-from scipy.sparse.csgraph import shortest_path
 from torch import Tensor
 
-from .base import Manifold, check_count, generator_device, resolve_dtype
+from .base import Manifold, resolve_dtype
+
+if TYPE_CHECKING:  # networkx costs ~0.9 s to import; it loads when a GraphSpace is built
+    import networkx as nx
 
 __all__ = ["GraphSpace"]
 
@@ -45,7 +46,12 @@ class GraphSpace(Manifold):
     dim = 0
     differentiable = False
 
-    def __init__(self, graph: nx.Graph, *, weight: Optional[str] = "weight"):
+    def __init__(self, graph: "nx.Graph", *, weight: Optional[str] = "weight"):
+        # Imported here, not at module level, so that `import moduli` stays
+        # free of networkx and scipy.sparse (only graph spaces need them).
+        import networkx as nx
+        from scipy.sparse.csgraph import shortest_path
+
         if not isinstance(graph, nx.Graph):
             raise TypeError(f"graph must be a networkx graph; got {type(graph).__name__}")
         if graph.number_of_nodes() == 0:
@@ -96,15 +102,12 @@ class GraphSpace(Manifold):
         i, j = x[..., 0].long(), y[..., 0].long()
         return D[i, j]
 
-    def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
+    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
         D = self.distance_matrix(x)
         return D[x[:, 0].long()[:, None], y[:, 0].long()[None, :]]
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         """Nodes drawn uniformly (with replacement)."""
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
         idx = torch.randint(self.num_nodes, (n, 1), generator=generator, device=device)
         return idx.to(dtype)
 

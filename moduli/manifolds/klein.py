@@ -7,10 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import (
-    GeomstatsMatch, Manifold, check_count, check_positive, generator_device, resolve_dtype,
-    safe_sqrt, wrap,
-)
+from .. import _validate
+from .base import GeomstatsMatch, Manifold, safe_sqrt, wrap
 from ._geomstats import geomstats_import
 
 __all__ = ["KleinBottle"]
@@ -45,7 +43,7 @@ class KleinBottle(Manifold):
     coord_dim = 2
 
     def __init__(self, side: float = 1.0):
-        self.side = check_positive(side, "side")
+        self.side = _validate.positive(side, "side")
         # Attained by (0, 0) and (s/2, s/2); tests check it against a dense grid.
         self.diameter = self.side / math.sqrt(2.0)
 
@@ -68,10 +66,7 @@ class KleinBottle(Manifold):
         Y = torch.remainder(torch.where(flip, s - x[..., 1], x[..., 1]), s)
         return torch.stack([X, Y], dim=-1)
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         return self.side * torch.rand(n, 2, generator=generator, dtype=dtype, device=device)
 
     def geomstats_equivalent(self) -> GeomstatsMatch:

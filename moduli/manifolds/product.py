@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import GeomstatsMatch, Manifold, check_count, resolve_dtype, safe_sqrt
+from .base import GeomstatsMatch, Manifold, safe_sqrt
 from ._geomstats import geomstats_import
 
 __all__ = ["Product"]
@@ -70,9 +70,7 @@ class Product(Manifold):
     def to_unconstrained(self, x: Tensor) -> Tensor:
         return torch.cat([s.to_unconstrained(p) for s, p in zip(self.spaces, self.split(x))], -1)
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         parts = [s.random_uniform(n, generator=generator, dtype=dtype, device=device) for s in self.spaces]
         return torch.cat(parts, dim=-1)
 

@@ -10,9 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (
-    Manifold, _needs_grad, check_count, check_dim, generator_device, resolve_dtype, safe_sqrt,
-)
+from .. import _validate
+from .base import Manifold, _needs_grad, safe_sqrt
 
 __all__ = ["QuotientSpace"]
 
@@ -94,8 +93,8 @@ class QuotientSpace(Manifold):
             if not np.allclose(A.T @ A, np.eye(k), atol=1e-9):
                 raise ValueError(f"generators[{i}] A must be orthogonal (an isometry); A^T A != I")
             gens.append((A, b))
-        self.coord_dim = self.dim = check_dim(k, "k")
-        self.depth = check_dim(depth, "depth")
+        self.coord_dim = self.dim = _validate.integer(k, "k", minimum=1)
+        self.depth = _validate.integer(depth, "depth", minimum=1)
 
         E = np.asarray(torch.as_tensor(domain, dtype=torch.float64), dtype=np.float64)
         if E.ndim == 1:
@@ -178,7 +177,25 @@ class QuotientSpace(Manifold):
     def _cdist(self, x: Tensor, y: Tensor) -> Tensor:
         """Two passes: the closest image per pair without autograd (row blocks
         over one stacked tensor of images), then, if a gradient is needed, the
-        distance to that image coordinate by coordinate."""
+        distance to that image coordinate by coordinate.
+
+        This is the one built-in space that overrides ``_cdist`` rather than
+        the documented ``_cdist_block``, for two reasons the base class's
+        blocking cannot provide:
+
+        * ``canonical`` is iterative (up to ``max_steps`` passes over every
+          image of every point); done once per call here, it would be redone
+          on ``y`` for every row block;
+        * for one set of points the matrix is made symmetric with the smaller
+          of the two orders' squared distances, ``min(sq, sq.T)`` (the two
+          orders of a pair may pick different images that tie up to rounding,
+          and the smaller is the better estimate of the minimum), instead of
+          mirroring one triangle; the numbers of existing runs depend on it.
+
+        Blocks are sized in (image, row, column) entries, ``2**22`` of them.
+        :meth:`Product._cdist_block` calls the default ``_cdist_block`` of a
+        quotient factor (``_dist`` broadcast), which is correct but slower.
+        """
         same = x is y
         x = self.canonical(x)
         y = x if same else self.canonical(y)
@@ -208,10 +225,7 @@ class QuotientSpace(Manifold):
         return safe_sqrt(total)
 
     # ------------------------------------------------------------- sampling
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         t = torch.rand(n, self.coord_dim, generator=generator, dtype=dtype, device=device)
         E = torch.as_tensor(self._edges, dtype=dtype, device=device)
         o = torch.as_tensor(self._origin, dtype=dtype, device=device)

@@ -7,10 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import (
-    _needs_grad, GeomstatsMatch, Manifold, check_count, check_dim, check_positive, generator_device,
-    resolve_dtype, safe_sqrt, tolerance, wrap,
-)
+from .. import _validate
+from .base import _needs_grad, GeomstatsMatch, Manifold, overrides, safe_sqrt, tolerance, wrap
 from ._geomstats import geomstats_import
 from .euclidean import squared_norm_of_difference
 
@@ -54,9 +52,9 @@ class Sphere(Manifold):
     """
 
     def __init__(self, dim: int = 2, radius: float = 1.0):
-        self.dim = check_dim(dim, "dim")
+        self.dim = _validate.integer(dim, "dim", minimum=1)
         self.coord_dim = self.dim + 1
-        self.radius = check_positive(radius, "radius")
+        self.radius = _validate.positive(radius, "radius")
         self.diameter = math.pi * self.radius
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
@@ -73,8 +71,13 @@ class Sphere(Manifold):
         nearly antipodal points, about 2% of uniform pairs on S^2) are
         recomputed with the atan2 form. With autograd the atan2 form is used
         throughout, for its finite gradients.
+
+        The fast path computes the great-circle distance, so it runs only
+        while ``_dist`` is :meth:`Sphere._dist`: a subclass that overrides
+        ``_dist`` (``Circle``, or a quotient such as RP^n written as a
+        sphere) gets the default, :meth:`_dist` broadcast over the block.
         """
-        if _needs_grad(x, y):
+        if _needs_grad(x, y) or overrides(self, Sphere, "_dist"):
             return super()._cdist_block(x, y)
         r = self.radius
         out = torch.mm(x / r, (y / r).T).clamp_(-1.0, 1.0)
@@ -107,10 +110,7 @@ class Sphere(Manifold):
         norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
         return self.radius * u / norm.clamp_min(torch.finfo(u.dtype).eps)
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         g = torch.randn(n, self.coord_dim, generator=generator, dtype=dtype, device=device)
         # A standard normal vector is zero with probability 0; guard anyway.
         norms = torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
@@ -144,9 +144,6 @@ class Circle(Sphere):
         tx = torch.atan2(x[..., 1], x[..., 0])
         ty = torch.atan2(y[..., 1], y[..., 0])
         return self.radius * wrap(tx - ty, 2.0 * math.pi)
-
-    def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
-        return Manifold._cdist_block(self, x, y)
 
     def __repr__(self) -> str:
         return f"Circle(radius={self.radius:g})"

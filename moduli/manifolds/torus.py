@@ -8,10 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (
-    GeomstatsMatch, Manifold, check_count, check_dim, check_positive, generator_device,
-    resolve_dtype, safe_sqrt, wrap,
-)
+from .. import _validate
+from .base import GeomstatsMatch, Manifold, safe_sqrt, wrap
 from ._geomstats import geomstats_import
 
 __all__ = ["FlatTorus"]
@@ -43,8 +41,8 @@ class FlatTorus(Manifold):
     """
 
     def __init__(self, dim: int = 2, period: float = 1.0):
-        self.dim = self.coord_dim = check_dim(dim, "dim")
-        self.period = check_positive(period, "period")
+        self.dim = self.coord_dim = _validate.integer(dim, "dim", minimum=1)
+        self.period = _validate.positive(period, "period")
         self.diameter = 0.5 * self.period * math.sqrt(self.dim)
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
@@ -58,10 +56,7 @@ class FlatTorus(Manifold):
         """The representative of each point in ``[0, period)^dim``."""
         return torch.remainder(x, self.period)
 
-    def random_uniform(self, n, *, generator=None, dtype=None, device=None) -> Tensor:
-        n = check_count(n)
-        dtype = resolve_dtype(dtype)
-        device = generator_device(generator, device)
+    def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         return self.period * torch.rand(n, self.dim, generator=generator, dtype=dtype, device=device)
 
     def geomstats_equivalent(self) -> GeomstatsMatch:

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moduli import geodesic
+from moduli import geodesic, targets
 
 
 # ----------------------------------------------------------------------------- data and training
@@ -147,7 +147,7 @@ def iterative(dense, names, p, X, Y, updates, lr, seed, rounds, structured=False
 
 
 def sparsity_of(model, names):
-    return geodesic.sparsity([w.detach() for w in weight_params(model, names).values()])
+    return targets.sparsity([w.detach() for w in weight_params(model, names).values()])
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from moduli import geodesic
+from moduli import geodesic, targets
 from moduli.geodesic import FunctionalMetric, trust_region_step
 
 DT = torch.float64
@@ -188,7 +188,7 @@ def test_sparsify_exact_target_sparsity_and_untouched_input():
     path = geodesic.sparsify(net, (x, torch.zeros(40)), 0.9, steps=150, eps=0.01, beta=2.0, progress=False)
     ws = [path.model[0].weight, path.model[2].weight]
     assert sum(int((w == 0).sum()) for w in ws) == 90
-    assert geodesic.sparsity(ws) == 0.9
+    assert targets.sparsity(ws) == 0.9
     # the masks describe the zeros, biases were not sparsified
     assert torch.equal(path.masks["0.weight"], path.model[0].weight != 0)
     assert bool((path.model[0].bias != 0).all())
@@ -278,7 +278,7 @@ def test_batchnorm_and_dropout_handled_in_eval_mode():
     assert net.training and path.model.training  # flag restored, input untouched
     assert torch.equal(net[1].running_mean, stats)
     assert torch.equal(path.model[1].running_mean, stats)  # BN statistics frozen during the walk
-    assert geodesic.sparsity([path.model[0].weight, path.model[4].weight]) == 0.5
+    assert targets.sparsity([path.model[0].weight, path.model[4].weight]) == 0.5
     # BN affine parameters moved with the rest (the walk moves every trainable parameter)
     assert not torch.equal(path.model[1].weight, net[1].weight)
 
@@ -446,3 +446,39 @@ def test_compensate_mode_lands_exactly_on_the_hyperplane():
         err_one = float(((h1 @ (net[2].weight * one["2"]).T + net[2].bias - y0) ** 2).sum(1).mean())
     # measured: 0.051 (restore 0), 0.067 (restore 1) vs 0.130 one-shot
     assert errs[0.0] < 0.6 * err_one and errs[1.0] < 0.6 * err_one
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "field,value,exc",
+    [("steps", -1, ValueError), ("steps", 2.0, TypeError), ("eps", 0.0, ValueError), ("beta", "1", TypeError),
+     ("metric", "kl", ValueError), ("restore", -0.5, ValueError), ("evaluate", 3, TypeError),
+     ("eval_every", 0, ValueError), ("batch_size", 0, ValueError), ("lanczos_iters", True, TypeError),
+     ("tol", float("inf"), ValueError), ("keep_every", 0, ValueError), ("seed", 1.5, TypeError),
+     ("progress", "yes", TypeError)],
+)
+def test_options_reject_bad_values_naming_the_field(field, value, exc):
+    with pytest.raises(exc, match=field):
+        geodesic.GeodesicOptions(**{field: value})
+
+
+def test_options_object_equals_keywords_and_unknown_keyword_is_type_error():
+    net = small_mlp()
+    x = torch.randn(20, 6, generator=torch.Generator().manual_seed(1))
+    opts = geodesic.GeodesicOptions(steps=5, eps=0.02, beta=0.5, progress=False)
+    a = geodesic.sparsify(net, x, 0.5, options=opts)
+    b = geodesic.sparsify(net, x, 0.5, steps=5, eps=0.02, beta=0.5, progress=False)
+    assert [r["distance"] for r in a.history] == [r["distance"] for r in b.history]
+    # an override replaces the field of the options object
+    c = geodesic.sparsify(net, x, 0.5, options=opts, steps=2)
+    assert [r["step"] for r in c.history] == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match=r"'stepz'.*valid options: steps, eps"):
+        geodesic.sparsify(net, x, 0.5, stepz=3)
+    with pytest.raises(TypeError, match="options"):
+        geodesic.transfer(net, net, x, options={"steps": 3})
+    # transfer keeps every 10th point unless given options
+    assert geodesic.transfer(nn.Linear(2, 1), nn.Linear(2, 1), torch.randn(4, 2), steps=10,
+                             progress=False).points[0][0] == 0
+    assert geodesic.transfer(nn.Linear(2, 1), nn.Linear(2, 1), torch.randn(4, 2), options=opts).points == []

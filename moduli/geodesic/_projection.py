@@ -16,16 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["magnitude_masks", "unit_masks", "apply_masks", "sparsity"]
+from .. import _validate
 
-
-def _check_fraction(name: str, p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {type(p).__name__}")
-    p = float(p)
-    if not (0.0 <= p < 1.0):
-        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
-    return p
+__all__ = ["magnitude_masks", "unit_masks", "apply_masks"]
 
 
 def magnitude_masks(weights: dict[str, Tensor], target_sparsity: float) -> dict[str, Tensor]:
@@ -52,7 +45,7 @@ def magnitude_masks(weights: dict[str, Tensor], target_sparsity: float) -> dict[
     >>> m["a"].tolist(), m["b"].tolist()
     ([True, False], [False, True])
     """
-    p = _check_fraction("target_sparsity", target_sparsity)
+    p = _validate.fraction(target_sparsity, "target_sparsity")
     if not weights:
         raise ValueError("weights must be a non-empty dict of tensors")
     flat = torch.cat([w.detach().reshape(-1).abs() for w in weights.values()])
@@ -95,7 +88,7 @@ def unit_masks(weights: dict[str, Tensor], target_sparsity: float) -> dict[str, 
     >>> unit_masks({"fc": w}, 1 / 3)["fc"].tolist()
     [True, False, True]
     """
-    p = _check_fraction("target_sparsity", target_sparsity)
+    p = _validate.fraction(target_sparsity, "target_sparsity")
     if not weights:
         raise ValueError("weights must be a non-empty dict of tensors")
     out = {}
@@ -134,21 +127,3 @@ def apply_masks(weights: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[st
             m = m.view(-1, *([1] * (w.ndim - 1)))
         out[name] = w * m.to(w.dtype)
     return out
-
-
-def sparsity(weights: dict[str, Tensor] | list[Tensor]) -> float:
-    """Fraction of exactly-zero entries over all given tensors.
-
-    Parameters
-    ----------
-    weights : dict of str to Tensor or list of Tensor
-
-    Returns
-    -------
-    float
-    """
-    ts = list(weights.values()) if isinstance(weights, dict) else list(weights)
-    n = sum(t.numel() for t in ts)
-    if n == 0:
-        raise ValueError("sparsity of an empty set of weights is undefined")
-    return sum(int((t == 0).sum()) for t in ts) / n

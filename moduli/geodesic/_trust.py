@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _validate
+
 __all__ = ["trust_region_step", "StepInfo", "solve_small_trust_region"]
 
 
@@ -187,13 +189,10 @@ def trust_region_step(
     """
     if not isinstance(v, Tensor) or v.ndim != 1:
         raise TypeError(f"v must be a 1-D tensor, got {type(v).__name__} with shape {getattr(v, 'shape', None)}")
-    _check_positive("eps", eps)
-    _check_positive("beta", beta)
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
-    r = math.sqrt(eps) if radius is None else float(radius)
-    if not (r > 0 and math.isfinite(r)):
-        raise ValueError(f"radius must be positive and finite, got {radius!r}")
+    _validate.positive(eps, "eps")
+    _validate.positive(beta, "beta")
+    _validate.integer(max_iter, "max_iter", minimum=1)
+    r = math.sqrt(eps) if radius is None else _validate.positive(radius, "radius")
     vnorm = float(v.norm())
     if not math.isfinite(vnorm):
         raise ValueError("v contains NaN or inf")
@@ -239,10 +238,3 @@ def trust_region_step(
     lin = float(y[0]) * vnorm
     boundary = lam > 0.0
     return theta, StepInfo(lam, quad, lin, quad - beta * lin, k, boundary)
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")

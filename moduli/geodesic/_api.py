@@ -1,0 +1,247 @@
+"""The public functions: :func:`sparsify`, :func:`transfer` and :func:`line_length`."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from typing import Optional
+
+from torch import nn
+
+from .. import _validate
+from ._batches import Batches
+from ._hyperplane import SparseHyperplane, check_model
+from ._metric import METRICS, FunctionalMetric
+from ._options import GeodesicOptions, resolve_options
+from ._params import walk_parameters
+from ._result import GeodesicPath
+from ._walk import end_at_last_point, end_with_projection, walk
+
+__all__ = ["sparsify", "transfer", "line_length"]
+
+MODES = ("eq7", "compensate")
+
+
+def sparsify(
+    model: nn.Module,
+    data,
+    target_sparsity: float,
+    *,
+    mode: str = "eq7",
+    structured: Optional[str] = None,
+    targets=None,
+    options: Optional[GeodesicOptions] = None,
+    **overrides,
+) -> GeodesicPath:
+    """Walk a trained network to a sparse hyperplane along an approximate geodesic.
+
+    At each step the tangent vector solves Eq. 7,
+    ``argmin θᵀ g_w θ − β θᵀ v  s.t.  |θ|² ≤ eps``, where ``g_w`` is the
+    pull-back metric of the outputs at the current weights ``w`` on one batch
+    and ``v = P(w) − w`` points to the Euclidean projection ``P(w)`` of ``w``
+    onto the sparse hyperplane (global magnitude projection, or whole-unit
+    removal).  The walk stops when the distance ``|v|`` falls below
+    ``tol * |v_0|`` or after ``steps`` steps; the weights are then projected
+    exactly onto the hyperplane.  The radius is ``min(sqrt(eps), |v|)`` so the
+    walk never overshoots the hyperplane.
+
+    All trainable parameters move (weights, biases, BatchNorm affine
+    parameters); only the target weights count towards the sparsity.  The
+    walk uses a deep copy of ``model`` in evaluation mode: BatchNorm layers
+    use (and keep) their running statistics, dropout is off.  ``model`` itself
+    is not modified.  Memory is O(``lanczos_iters`` × number of parameters).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Trained network returning one tensor of shape ``[B, ...]`` (flattened
+        to ``[B, m]``; logits for ``metric="fisher"``).
+    data : Tensor or (Tensor, Tensor) or DataLoader
+        Inputs ``[N, ...]``, an ``(inputs, targets)`` pair (targets are not
+        used by the metric) or an iterable of batches (``x`` or ``(x, y)``).
+    target_sparsity : float
+        In ``[0, 1)``.  Unstructured: fraction of zeros over all target
+        weights (exactly ``round(p · N)`` entries).  Structured: fraction of
+        output units removed in every target layer
+        (``round(p · units)`` per layer).
+    mode : {"eq7", "compensate"}, optional
+        ``"eq7"`` (default): the free trust-region step of Eq. 7 described
+        above; the walk ends when the distance drops below ``tol · |v_0|``.
+        ``"compensate"``: Eq. 7 restricted to steps that make prescribed
+        progress -- the coordinates being pruned move by ``v / (steps − t + 1)``
+        (a linear schedule that lands exactly on the hyperplane after
+        ``steps`` steps), and the remaining coordinates take the
+        minimum-metric step ``argmin θᵀ g θ`` given that move, within
+        ``|θ_kept|² ≤ eps`` (with ``v`` fixed, the ``β`` term is constant, so
+        ``beta`` is unused).  ``tol`` is unused.
+    structured : {None, "units", "neurons", "filters"}, optional
+        ``None``: global magnitude projection over element weights.
+        Otherwise whole output units (Linear rows, Conv output filters, and
+        their biases) are removed; see :func:`target_weights` for defaults.
+    targets : str or list of str, optional
+        Module names whose ``weight`` is sparsified (default: every Linear
+        and Conv layer).
+    options : GeodesicOptions, optional
+        The walk's settings (default ``GeodesicOptions()``): ``steps``,
+        ``eps``, ``beta``, ``metric``, ``restore``, ``evaluate``,
+        ``eval_every``, ``batch_size``, ``lanczos_iters``, ``tol``,
+        ``keep_every``, ``seed``, ``progress``.
+    **overrides
+        Fields of :class:`GeodesicOptions` replacing those of ``options``
+        (``sparsify(net, x, 0.9, beta=0.01, steps=300)``).
+
+    Returns
+    -------
+    GeodesicPath
+        ``.model`` is exactly ``target_sparsity`` sparse over the target
+        weights; ``.history`` has one row per step.
+
+    Raises
+    ------
+    TypeError
+        For an override that is not a field of :class:`GeodesicOptions`
+        (the message lists the valid ones), or a bad argument type.
+    ValueError
+        For a bad value; the message names the argument.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from moduli import geodesic, targets
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> path = geodesic.sparsify(net, torch.randn(32, 4), 0.5, steps=50, progress=False)
+    >>> targets.sparsity(path.model)
+    0.5
+    """
+    opts = resolve_options("sparsify", options, overrides, GeodesicOptions())
+    check_model("model", model)
+    p = _validate.fraction(target_sparsity, "target_sparsity")
+    _validate.choice(mode, "mode", MODES)
+    hyperplane = SparseHyperplane(model, p, targets, structured)
+    st = walk(model, data, hyperplane, opts, compensate=(mode == "compensate"), desc=f"geodesic sparsify {p:.0%}")
+    path = end_with_projection(st, hyperplane, opts)
+    path.masks = {n: m.clone() for n, m in hyperplane.masks.items()}
+    st.work.train(model.training)
+    return path
+
+
+def transfer(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data_a,
+    *,
+    options: Optional[GeodesicOptions] = None,
+    **overrides,
+) -> GeodesicPath:
+    """Walk from network A towards network B along A's functional manifold.
+
+    Each step solves Eq. 7 with the metric of ``model_a``'s architecture on
+    task-A inputs ``data_a`` at the current weights and ``v = w_B − w``; the
+    walk stops within ``tol · |w_B − w_A|`` of ``w_B`` or after ``steps``
+    steps.  Networks along the path trade task-A function (kept by the
+    metric) against movement towards B; evaluate both tasks with
+    ``evaluate`` and pick points from ``path.points`` / ``path.model_at``.
+    This is the catastrophic-forgetting experiment of the paper.
+
+    Parameters
+    ----------
+    model_a, model_b : nn.Module
+        Same architecture (identical trainable parameter names and shapes).
+    data_a : Tensor or (Tensor, Tensor) or DataLoader
+        Task-A inputs defining the metric.
+    options : GeodesicOptions, optional
+        As in :func:`sparsify` (``restore`` pulls towards network A's
+        outputs).  Default ``GeodesicOptions(keep_every=10)``, so that
+        intermediate networks can be rebuilt with ``path.model_at(i)``.
+    **overrides
+        Fields of :class:`GeodesicOptions` replacing those of ``options``.
+
+    Returns
+    -------
+    GeodesicPath
+        ``.model`` holds the last point of the path (not snapped to B);
+        ``history[i]["distance"]`` is the distance to ``w_B``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from moduli import geodesic
+    >>> a = torch.nn.Linear(3, 2); b = torch.nn.Linear(3, 2)
+    >>> path = geodesic.transfer(a, b, torch.randn(16, 3), steps=400, eps=0.04, progress=False)
+    >>> path.reached
+    True
+    """
+    opts = resolve_options("transfer", options, overrides, GeodesicOptions(keep_every=10))
+    check_model("model_a", model_a)
+    check_model("model_b", model_b)
+    names_a, shapes_a, w_a = walk_parameters(model_a)
+    names_b, shapes_b, w_b = walk_parameters(model_b)
+    pa, pb = list(zip(names_a, shapes_a)), list(zip(names_b, shapes_b))
+    if pa != pb:
+        diff = [x for x in itertools.zip_longest(pa, pb) if x[0] != x[1]][:3]
+        raise ValueError(f"model_a and model_b must have the same trainable parameters; first differences (a, b): {diff}")
+    if w_b.dtype != w_a.dtype or w_b.device != w_a.device:
+        raise TypeError(f"model_b's parameters ({w_b.dtype}, {w_b.device}) must match model_a's ({w_a.dtype}, {w_a.device})")
+    st = walk(model_a, data_a, lambda w: (w_b, None), opts, desc="geodesic transfer")
+    path = end_at_last_point(st, opts)
+    st.work.train(model_a.training)
+    return path
+
+
+def line_length(
+    model_start: nn.Module,
+    model_end: nn.Module,
+    data,
+    *,
+    metric: str = "output",
+    segments: int = 20,
+    batch_size: Optional[int] = None,
+    seed: int = 0,
+) -> dict:
+    """Functional length of the straight line between two networks.
+
+    The segment ``w(s) = (1 − s) w_0 + s w_1`` is cut into ``segments``
+    pieces; each piece ``Δ = (w_1 − w_0)/segments`` contributes
+    ``sqrt(Δᵀ g Δ)`` with ``g`` at its midpoint (midpoint rule), so the sum
+    converges to the metric length of the line.
+
+    Parameters
+    ----------
+    model_start, model_end : nn.Module
+        Same architecture.
+    data : Tensor or (Tensor, Tensor) or DataLoader
+    metric : {"output", "fisher"}, optional
+    segments : int, optional
+    batch_size, seed : optional
+        As in :class:`GeodesicOptions`.
+
+    Returns
+    -------
+    dict
+        ``path_length``, ``energy`` (``Σ Δᵀ g Δ``) and ``euclidean_length``.
+    """
+    check_model("model_start", model_start)
+    check_model("model_end", model_end)
+    _validate.integer(segments, "segments", minimum=1)
+    _validate.choice(metric, "metric", METRICS)
+    if batch_size is not None:
+        _validate.integer(batch_size, "batch_size", minimum=1)
+    _validate.integer(seed, "seed")
+    work = copy.deepcopy(model_start).eval()
+    names, shapes, w0 = walk_parameters(work)
+    names1, shapes1, w1 = walk_parameters(model_end)
+    if names1 != names or shapes1 != shapes:
+        raise ValueError("model_start and model_end must have the same trainable parameters")
+    buffers = dict(work.named_buffers())
+    batches = Batches(data, batch_size, seed)
+    delta = (w1 - w0) / segments
+    length = energy = 0.0
+    for s in range(segments):
+        mid = w0 + (s + 0.5) * delta
+        q = max(FunctionalMetric(work, names, shapes, buffers, batches.next(), mid, metric).sq_norm(delta), 0.0)
+        length += math.sqrt(q)
+        energy += q
+    return {"path_length": length, "energy": energy, "euclidean_length": float((w1 - w0).norm())}

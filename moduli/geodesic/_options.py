@@ -1,0 +1,137 @@
+"""The settings of a geodesic walk: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from torch import nn
+
+from .. import _validate
+from ._metric import METRICS
+
+__all__ = ["GeodesicOptions"]
+
+
+@dataclass(frozen=True)
+class GeodesicOptions:
+    """How a walk of :func:`sparsify` or :func:`transfer` runs.
+
+    Every field can also be passed to those functions as a keyword argument,
+    which overrides the same field of their ``options``.  Values are checked
+    on construction: a bad one raises ``TypeError`` (wrong type) or
+    ``ValueError`` (bad value) naming the field.
+
+    Attributes
+    ----------
+    steps : int, default 500
+        Maximum number of trust-region steps (>= 0).
+    eps : float, default 0.01
+        Squared trust-region radius of Eq. 7 (the paper's 0.01), in squared
+        weight units: every step has ``|θ|² <= eps``.  > 0.
+    beta : float, default 1.0
+        Weight of the linear term ``β θᵀv`` of Eq. 7, in the units of the
+        metric (> 0).  Larger values make the walk more Euclidean; on the
+        digits MLP ``β = 1`` is essentially the straight line and the
+        benchmark uses ``0.01``.  Unused with ``mode="compensate"``.
+    metric : {"output", "fisher"}, default "output"
+        ``g = JᵀJ / B`` or ``g = Jᵀ H J / B`` with ``H = diag(p) − ppᵀ`` of
+        the softmax of each example.
+    restore : float, default 0.0
+        Strength (>= 0, dimensionless) of the Gauss-Newton pull back towards
+        the starting network's outputs, an extension beyond Eq. 7: the linear
+        term becomes ``β v + 2 · restore · Jᵀ H (f(w_0) − f(w)) / B``.  For
+        :func:`sparsify` it is masked to the weights the current projection
+        keeps.  0 is the paper's step.
+    evaluate : callable or None, default None
+        ``evaluate(model) -> dict of float`` (or one float, stored as
+        ``"metric"``), called under ``no_grad`` at the start, every
+        ``eval_every`` steps and at the end; results go into the history rows.
+    eval_every : int, default 10
+        Steps between calls of ``evaluate`` (>= 1).
+    batch_size : int or None, default None
+        For tensor data: size of the random batch drawn at each step
+        (>= 1; ``None``: the whole tensor at every step).
+    lanczos_iters : int, default 20
+        Products with ``g`` (Lanczos vectors) per step (>= 1); memory is
+        ``lanczos_iters`` × the number of parameters.
+    tol : float, default 0.01
+        Relative distance ``|v| / |v_0|`` (> 0) at which an Eq. 7 walk stops.
+    keep_every : int or None, default None
+        Keep a copy of the flat weights every that many steps (>= 1) in
+        ``path.points``; ``None`` keeps none.  :func:`transfer` uses 10 when
+        it is given no ``options``.
+    seed : int, default 0
+        Seed of the batch sampler.
+    progress : bool, default True
+        Show a tqdm progress bar.
+
+    Examples
+    --------
+    >>> from moduli.geodesic import GeodesicOptions
+    >>> opts = GeodesicOptions(eps=0.04, lanczos_iters=40, progress=False)
+    >>> opts.steps, opts.eps
+    (500, 0.04)
+    >>> GeodesicOptions(eps=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: eps must be a finite positive number; got -1.0
+    """
+
+    steps: int = 500
+    eps: float = 0.01
+    beta: float = 1.0
+    metric: str = "output"
+    restore: float = 0.0
+    evaluate: Optional[Callable[[nn.Module], dict]] = None
+    eval_every: int = 10
+    batch_size: Optional[int] = None
+    lanczos_iters: int = 20
+    tol: float = 1e-2
+    keep_every: Optional[int] = None
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        _validate.integer(self.steps, "steps", minimum=0)
+        _validate.positive(self.eps, "eps")
+        _validate.positive(self.beta, "beta")
+        _validate.choice(self.metric, "metric", METRICS)
+        _validate.nonnegative(self.restore, "restore")
+        if self.evaluate is not None and not callable(self.evaluate):
+            raise TypeError(f"evaluate must be callable or None; got {type(self.evaluate).__name__}")
+        _validate.integer(self.eval_every, "eval_every", minimum=1)
+        if self.batch_size is not None:
+            _validate.integer(self.batch_size, "batch_size", minimum=1)
+        _validate.integer(self.lanczos_iters, "lanczos_iters", minimum=1)
+        _validate.positive(self.tol, "tol")
+        if self.keep_every is not None:
+            _validate.integer(self.keep_every, "keep_every", minimum=1)
+        _validate.integer(self.seed, "seed")
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be a bool; got {type(self.progress).__name__}")
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(GeodesicOptions))
+
+
+def resolve_options(caller: str, options: Optional[GeodesicOptions], overrides: dict,
+                    default: GeodesicOptions) -> GeodesicOptions:
+    """``options`` (or ``default`` when None) with the keyword ``overrides`` applied.
+
+    Raises
+    ------
+    TypeError
+        If ``options`` is not a :class:`GeodesicOptions` or an override is not
+        one of its fields (the message lists the valid ones).
+    """
+    if options is None:
+        options = default
+    elif not isinstance(options, GeodesicOptions):
+        raise TypeError(f"{caller}: options must be a GeodesicOptions or None; got {type(options).__name__}")
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                        f"valid options: {', '.join(_FIELDS)}")
+    return dataclasses.replace(options, **overrides) if overrides else options

@@ -1,7 +1,9 @@
 """The ``moduli`` command.
 
-Subcommands register themselves in :data:`COMMANDS`: a name maps to a pair
-``(add_arguments, run)``; ``run(args)`` returns the process exit code.
+Subcommands register themselves in :data:`COMMANDS` (kept in
+:mod:`moduli._commands`, so that a subcommand module never imports this one): a
+name maps to ``(help, add_arguments, run)``; ``run(args)`` returns the process
+exit code.
 """
 
 from __future__ import annotations
@@ -10,24 +12,10 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable
 
-__all__ = ["main", "COMMANDS"]
+from ._commands import COMMANDS, command
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help: str):
-    """Register ``add_arguments`` / ``run`` under ``name``."""
-
-    def deco(add_arguments):
-        def register(run):
-            COMMANDS[name] = (help, add_arguments, run)
-            return run
-
-        return register
-
-    return deco
+__all__ = ["main", "COMMANDS", "command"]
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from ..cli import command
+from .._commands import command
 from ..manifolds import catalog
 
 __all__ = ["load_array", "make_manifold"]

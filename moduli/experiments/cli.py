@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import command
+from .._commands import command
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
 from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names

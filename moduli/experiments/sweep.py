@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..cli import command
+from .._commands import command
 from .cli import (  # registers run/table/plot
     _nonneg_float, _positive_int, add_regime_options, add_sweep_options, execution_options, parse_sparsity,
     regimes_from_args,

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .._validate import integer, positive
+
 __all__ = [
     "Trajectories",
     "TrajectoryGenerator",
@@ -33,22 +35,6 @@ __all__ = [
     "decode_position",
     "position_error_cm",
 ]
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 @dataclass
@@ -114,12 +100,12 @@ class TrajectoryGenerator:
         turn_std: float = 11.52,
         border_region: float = 0.03,
     ):
-        self.box_width = _check_positive(box_width, "box_width")
-        self.seq_len = _check_count(seq_len, "seq_len")
-        self.dt = _check_positive(dt, "dt")
-        self.speed_scale = _check_positive(speed_scale, "speed_scale")
-        self.turn_std = _check_positive(turn_std, "turn_std")
-        self.border_region = _check_positive(border_region, "border_region")
+        self.box_width = positive(box_width, "box_width")
+        self.seq_len = integer(seq_len, "seq_len", minimum=1)
+        self.dt = positive(dt, "dt")
+        self.speed_scale = positive(speed_scale, "speed_scale")
+        self.turn_std = positive(turn_std, "turn_std")
+        self.border_region = positive(border_region, "border_region")
 
     def avoid_walls(self, position: Tensor, heading: Tensor) -> tuple[Tensor, Tensor]:
         """Which agents must turn away from a wall, and by how much.
@@ -170,7 +156,7 @@ class TrajectoryGenerator:
         -------
         Trajectories
         """
-        batch_size = _check_count(batch_size, "batch_size")
+        batch_size = integer(batch_size, "batch_size", minimum=1)
         dtype = dtype or torch.get_default_dtype()
         if generator is not None:
             device = generator.device
@@ -255,11 +241,11 @@ class PlaceCells(nn.Module):
         generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
-        self.n_cells = _check_count(n_cells, "n_cells")
-        self.box_width = _check_positive(box_width, "box_width")
-        self.sigma = _check_positive(sigma, "sigma")
+        self.n_cells = integer(n_cells, "n_cells", minimum=1)
+        self.box_width = positive(box_width, "box_width")
+        self.sigma = positive(sigma, "sigma")
         self.surround = bool(surround)
-        self.surround_scale = _check_positive(surround_scale, "surround_scale")
+        self.surround_scale = positive(surround_scale, "surround_scale")
         if self.surround and self.surround_scale <= 1:
             raise ValueError(f"surround_scale must exceed 1 for a surround, got {surround_scale}")
         half = self.box_width / 2
@@ -311,7 +297,7 @@ def decode_position(activity: Tensor, centres: Tensor, k: int = 3) -> Tensor:
             f"activity has {activity.shape[-1]} cells in its last axis, centres has shape "
             f"{tuple(centres.shape)}; expected [n_cells, 2] with the same n_cells"
         )
-    k = _check_count(k, "k")
+    k = integer(k, "k", minimum=1)
     if k > centres.shape[0]:
         raise ValueError(f"k={k} exceeds the number of place cells {centres.shape[0]}")
     idx = activity.topk(k, dim=-1).indices
@@ -349,8 +335,8 @@ class NavigationRNN(nn.Module):
 
     def __init__(self, n_place: int, n_hidden: int):
         super().__init__()
-        self.n_place = _check_count(n_place, "n_place")
-        self.n_hidden = _check_count(n_hidden, "n_hidden")
+        self.n_place = integer(n_place, "n_place", minimum=1)
+        self.n_hidden = integer(n_hidden, "n_hidden", minimum=1)
         self.encoder = nn.Linear(n_place, n_hidden, bias=False)
         self.rnn = nn.RNN(2, n_hidden, nonlinearity="relu", bias=False, batch_first=True)
         self.decoder = nn.Linear(n_hidden, n_place, bias=False)

@@ -411,15 +411,27 @@ def _detached_case(tmp_path, **execution):
 
 def test_workers_give_the_serial_results_and_resume(tmp_path):
     par, cfg, regimes, quiet = _detached_case(tmp_path, workers=2)
-    # one run fails in its worker (a corrupt checkpoint): the other run's result is still recorded
+    # a corrupt checkpoint is named and its run trained again in its worker, to the same numbers
     lines = (par / "results.jsonl").read_text().splitlines()
     (par / "results.jsonl").write_text("\n".join(ln for ln in lines if json.loads(ln)["phase"] != "lottery") + "\n")
+    before = {(r["run_id"], r["phase"]): r["value"] for r in read_results(par)}
     bad, good = sorted((par / "checkpoints").glob("*-sparse.pt"))
     bad.write_bytes(b"not a checkpoint")
+    messages = []
+    again = run_sweep("adding", cfg, regimes, [0.0, 0.5], [0], par, threads=1, workers=2, preset="smoke",
+                      progress=False, log=messages.append)
+    rid = bad.name[: -len("-sparse.pt")]
+    assert sorted((r["run_id"], r["phase"]) for r in again) == sorted(
+        [(rid, "sparse"), (rid, "lottery"), (good.name[: -len("-sparse.pt")], "lottery")])
+    assert any(m.startswith(f"checkpoint {bad} cannot be read") for m in messages), messages
+    after = {(r["run_id"], r["phase"]): r["value"] for r in read_results(par) if r["phase"] == "sparse"}
+    assert after == before  # one record per (run id, phase): the new sparse record, the same numbers
+    # one run fails in its worker (a regime the worker cannot build): the other run's result is still recorded
+    broken = parse_regime("torus")
+    object.__setattr__(broken, "manifold", "no-such-space")  # past the validation of the parent process only
     with pytest.raises(RuntimeError, match="1 of 2 runs failed"):
-        run_sweep("adding", cfg, regimes, [0.0, 0.5], [0], par, threads=1, workers=2, **quiet)
-    lottery = [r["run_id"] for r in read_results(par) if r["phase"] == "lottery"]
-    assert lottery == [good.name[: -len("-sparse.pt")]]
+        run_sweep("adding", cfg, [parse_regime("l1"), broken], [0.0], [0], par, threads=1, workers=2, **quiet)
+    assert [r["regime"] for r in read_results(par) if r["phase"] == "sparse"][-1] == "l1"
 
 
 def test_ray_gives_the_serial_results_and_resume(tmp_path):

@@ -17,7 +17,7 @@ import torch
 
 from .config import TrainConfig
 from .plan import RunSpec, run_config
-from .results import append_result, atomic_write, checkpoint_path
+from .results import CheckpointError, append_result, atomic_write, checkpoint_path, load_checkpoint
 from .train import progress_bar, run_one
 
 __all__ = ["train_detached", "RayPool", "run_detached"]
@@ -104,17 +104,28 @@ def run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers:
                     f"{spec.run_id}: the sparse result is recorded but its checkpoint {ckpt} is missing; "
                     "the lottery phase needs the learned mask"
                 )
-            data = ckpt.read_bytes() if "sparse" not in phases else None
-            futures[pool.submit(train_detached, spec, run_config(cfg, spec), phases, data, threads)] = spec
+            data = None
+            if "sparse" not in phases:
+                data = ckpt.read_bytes()
+                try:  # the check run_one makes, here, so that the message names this file
+                    load_checkpoint(data, run_id=spec.run_id, config=run_config(cfg, spec), name=ckpt)
+                except CheckpointError as exc:
+                    log(f"{exc}: training {spec.run_id} again from its sparse phase (the new sparse record "
+                        "supersedes the old one, the new checkpoint replaces the file)")
+                    phases, data = spec.phases(), None
+            futures[pool.submit(train_detached, spec, run_config(cfg, spec), phases, data, threads)] = (spec, phases)
         failed = []
         for fut in progress_bar(as_completed(futures), "runs", progress, total=len(futures)):
-            spec = futures[fut]
+            spec, phases = futures[fut]
             try:
                 records, data = fut.result()
             except Exception as exc:  # keep the other runs' results; report after the last one
                 log(f"{spec.run_id} failed: {exc!r}")
                 failed.append((spec, exc))
                 continue
+            if "sparse" not in phases and any(r["phase"] == "sparse" for r in records):
+                log(f"checkpoint {checkpoint_path(out, spec.run_id)} did not fit the model of {spec.run_id} in its "
+                    "worker: it was trained again from its sparse phase")
             if data is not None and any(r["phase"] == "sparse" for r in records):
                 ckpt = checkpoint_path(out, spec.run_id)
                 ckpt.parent.mkdir(exist_ok=True)

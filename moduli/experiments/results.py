@@ -9,6 +9,7 @@ so old directories resume and tabulate unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -22,7 +23,9 @@ from .plan import RunSpec
 from .regimes import Regime
 
 __all__ = ["RESULTS_FILE", "read_results", "append_result", "migrate_record", "migrate_config", "checkpoint_path", "atomic_save",
-           "atomic_write", "locked", "LEGACY_INHIBITOR_FIELDS"]
+           "atomic_write", "locked", "LEGACY_INHIBITOR_FIELDS", "CHECKPOINT_VERSION", "CheckpointError", "config_hash",
+           "checkpoint_contents", "load_checkpoint", "RecordWriteError", "RECORD_FIELDS",
+           "ResultsFileError"]
 
 RESULTS_FILE = "results.jsonl"
 
@@ -74,26 +77,85 @@ def migrate_record(record: dict) -> dict:
     return out
 
 
-def read_results(out) -> list[dict]:
+#: The fields every record of ``results.jsonl`` has (and the runner, tables and plots read), with their types.
+RECORD_FIELDS: dict[str, tuple] = {
+    "run_id": (str,), "task": (str,), "preset": (str,), "regime": (str,), "regime_spec": (dict,),
+    "lam": (int, float), "sparsity": (int, float), "seed": (int,), "phase": (str,), "metric": (str,),
+    "value": (int, float, type(None)), "recurrent_sparsity": (int, float), "config": (dict,), "timings": (dict,),
+}
+_KEY_FIELDS = ("run_id", "phase")
+
+
+class ResultsFileError(ValueError):
+    """``results.jsonl`` holds a line that is not a record (the message names the file and the line)."""
+
+
+def _check_record(record, path: Path, lineno: int, require) -> None:
+    if not isinstance(record, dict):
+        raise ResultsFileError(f"{path}, line {lineno}: not a moduli record (a JSON {type(record).__name__}, "
+                               "not an object); is this a results file?")
+    missing = [k for k in require if k not in record]
+    if missing:
+        raise ResultsFileError(f"{path}, line {lineno}: a record without the fields {missing}; "
+                               "fix or delete that line")
+    wrong = [k for k in require if k in RECORD_FIELDS and (not isinstance(record[k], RECORD_FIELDS[k])
+                                                          or isinstance(record[k], bool))]  # no field is a bool
+    if wrong:
+        raise ResultsFileError(f"{path}, line {lineno}: a record whose fields {wrong} have the wrong type "
+                               f"({', '.join(f'{k}={record[k]!r}' for k in wrong)}); fix or delete that line")
+
+
+def read_results(out, *, require=_KEY_FIELDS) -> list[dict]:
     """The records of ``out/results.jsonl`` (or of that file given directly), migrated.
 
-    A line cut short by a crash (and left in place: nothing is ever rewritten)
-    is skipped with a warning on stderr.
+    A later record of a (run id, phase) supersedes an earlier one (a phase
+    trained again because its checkpoint could not be used): only the last is
+    returned, at its own place in the file. A missing file gives ``[]``.
+
+    Parameters
+    ----------
+    out : path
+    require : sequence of str
+        Fields every record must have (besides ``run_id`` and ``phase``);
+        :data:`RECORD_FIELDS` holds those the runner writes, with their types.
+
+    A line cut short by a crash (a ``{`` and no valid JSON after it, left in
+    place: nothing is ever rewritten) is skipped with a warning on stderr.
+
+    Raises
+    ------
+    ResultsFileError
+        If a line is not a record (not JSON, not an object: not a results
+        file), or a record lacks a required field: one line naming the file
+        and the line.
+    OSError
+        If the file cannot be read.
     """
     path = Path(out)
     if path.is_dir():
         path = path / RESULTS_FILE
     if not path.exists():
         return []
-    records = []
-    for i, line in enumerate(path.read_text().split("\n")):
-        if not line.strip():
+    require = list(dict.fromkeys([*_KEY_FIELDS, *require]))
+    records: dict[tuple, dict] = {}
+    for i, raw in enumerate(path.read_bytes().split(b"\n")):
+        if not raw.strip(b" \t\r\x00"):  # blank (a power loss can leave zero bytes)
             continue
         try:
-            records.append(migrate_record(json.loads(line)))
-        except json.JSONDecodeError:
-            print(f"moduli: skipping the incomplete line {i + 1} of {path}", file=sys.stderr)
-    return records
+            line = raw.decode("utf-8")
+            record = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if raw.lstrip(b"\x00").startswith(b"{") and raw.isascii():  # a record cut short
+                print(f"moduli: skipping the incomplete line {i + 1} of {path}", file=sys.stderr)
+                continue
+            raise ResultsFileError(f"{path}, line {i + 1}: not a moduli record (not JSON); "
+                                   "is this a results file?") from None
+        _check_record(record, path, i + 1, require)
+        record = migrate_record(record)
+        key = (record["run_id"], record["phase"])
+        records.pop(key, None)  # the later record takes the place of the earlier
+        records[key] = record
+    return list(records.values())
 
 
 class RecordWriteError(OSError):
@@ -140,6 +202,95 @@ def checkpoint_path(out, run_id: str) -> Path:
     return Path(out) / "checkpoints" / f"{run_id}-sparse.pt"
 
 
+#: The format of the checkpoints :func:`checkpoint_contents` builds. Version 1 (no ``format_version``
+#: field) was written before checkpoints carried their provenance; it holds ``run_id`` and ``config``.
+CHECKPOINT_VERSION = 2
+_CHECKPOINT_FORMAT = "moduli.experiments sparse-phase checkpoint"
+_CHECKPOINT_KEYS = ("run_id", "config", "model", "masks", "initial_state", "priors", "embeddings")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, incomplete, or of another run or config (the message names the file)."""
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 of a run's config dict (``TrainConfig.to_dict()``) as canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_contents(run_id: str, config: dict, *, model, masks, initial_state, priors, embeddings,
+                        phase: str = "sparse") -> dict:
+    """What a checkpoint holds: the state, and what it belongs to (run id, config and its hash, phase, format)."""
+    return {"format": _CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "run_id": run_id, "phase": phase,
+            "config": config, "config_sha256": config_hash(config), "model": model, "masks": masks,
+            "initial_state": initial_state, "priors": priors, "embeddings": embeddings}
+
+
+def load_checkpoint(source, *, run_id: str, config, name=None) -> dict:
+    """The state of a sparse-phase checkpoint, checked to belong to run ``run_id`` trained with ``config``.
+
+    Parameters
+    ----------
+    source : path or bytes
+        The checkpoint file, or its bytes.
+    run_id : str
+    config : TrainConfig
+        The run's configuration; a config field the checkpoint lacks counts as
+        having its default (a field added since it was written).
+    name : path or str, optional
+        How messages name the checkpoint (default: ``source`` when it is a path).
+
+    Checkpoints written before checkpoints carried their provenance (no
+    ``format_version``; their config may hold the fields that moved to the
+    regime, :func:`migrate_config`) load when their run id and config match.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file: it cannot be read, lacks a field, is of a
+        newer format, of another phase, of another run or of another config.
+    """
+    name = name if name is not None else source
+    try:
+        # weights_only: tensors, dicts, lists and numbers only, so a stray file cannot run code
+        state = torch.load(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
+                           map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises many kinds (RuntimeError, UnpicklingError, EOFError, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {name} cannot be read ({type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {name} is not a moduli checkpoint (it holds a {type(state).__name__})")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {name} is incomplete: it lacks {missing}")
+    for key in ("model", "masks", "initial_state", "config"):
+        if not isinstance(state[key], dict):
+            raise CheckpointError(f"checkpoint {name} is malformed: its {key!r} is a {type(state[key]).__name__}, "
+                                  "not a dict")
+    version = state.get("format_version", 1)
+    if version != 1:
+        if state.get("format") != _CHECKPOINT_FORMAT or not isinstance(version, int):
+            raise CheckpointError(f"checkpoint {name} is not a moduli checkpoint (format {state.get('format')!r})")
+        if version > CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint {name} has format version {version}, newer than this moduli's "
+                                  f"{CHECKPOINT_VERSION}")
+        if state.get("phase") != "sparse":
+            raise CheckpointError(f"checkpoint {name} is of the {state.get('phase')!r} phase, not the sparse phase")
+        if state.get("config_sha256") != config_hash(state["config"]):
+            raise CheckpointError(f"checkpoint {name} is damaged: its config does not match its config_sha256")
+    if state["run_id"] != run_id:
+        raise CheckpointError(f"checkpoint {name} belongs to the run {state['run_id']!r}, not to {run_id!r}")
+    current = config.to_dict()
+    if state.get("config_sha256") != config_hash(current):
+        old = {**type(config)().to_dict(), **migrate_config(state["config"])}
+        if old != current:
+            diff = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+            raise CheckpointError(f"checkpoint {name} of {run_id} was trained with another config (fields {diff})")
+    return state
+
+
 def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file (fsynced, then renamed)."""
     buf = io.BytesIO()
@@ -148,13 +299,27 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def atomic_write(data: bytes, path: Path) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, and rename it to ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, fsync, and rename it to ``path``.
+
+    If anything fails, the temporary file is removed, ``path`` is left as it
+    was, and an :class:`OSError` names ``path``.
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"could not write {path} ({exc.strerror or exc}); it is unchanged") from exc
+        raise
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .plan import RunSpec
 from .regimes import build_prior
 from .registry import make_task
-from .results import append_result, atomic_save, checkpoint_path
+from .results import CheckpointError, append_result, atomic_save, checkpoint_contents, checkpoint_path, load_checkpoint
 from .tasks import Task
 
 __all__ = ["run_one", "initial_embeddings", "progress_bar"]
@@ -178,6 +178,27 @@ def initial_embeddings(spec: RunSpec, cfg: TrainConfig) -> dict:
     return _embeddings(_build(spec, cfg)[3])
 
 
+def _restore(spec: RunSpec, cfg: TrainConfig, model, priors, path: Path) -> dict:
+    """Load the sparse checkpoint of ``spec`` into ``model`` and ``priors``; its ``initial_state``.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be read, is of another run or config
+        (:func:`~moduli.experiments.results.load_checkpoint`) or does not fit the model.
+    """
+    state = load_checkpoint(path, run_id=spec.run_id, config=cfg)
+    try:
+        targets.restore_masks(model, state["masks"])
+        model.load_state_dict(state["model"])
+        if priors is not None and state["priors"] is not None:
+            priors.load_state_dict(state["priors"])
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} does not fit the model of {spec.run_id} ({first})") from None
+    return state["initial_state"]
+
+
 def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: bool = True, log=print) -> list[dict]:
     """Train the phases of ``spec`` that are not in ``done``; append and return their records.
 
@@ -191,6 +212,13 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
         sparse checkpoint goes to ``out/checkpoints``.
     done : set of (run_id, phase)
         Phases already recorded (skipped; the lottery phase then loads the checkpoint).
+
+    When only the lottery phase is left and the sparse checkpoint cannot be
+    used (unreadable, of another run or config, or not fitting the model), one
+    line naming the file is logged and both phases are trained again: the new
+    sparse record, appended after the old one, supersedes it
+    (:func:`~moduli.experiments.results.read_results` keeps the last record
+    of each run id and phase), and the new checkpoint replaces the file.
 
     Raises
     ------
@@ -207,33 +235,34 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
     prune_names = _targets(task, model, cfg.prune_targets)
     records = []
 
+    if "sparse" not in todo:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(
+                f"{spec.run_id}: the sparse result is recorded but its checkpoint {ckpt_path} is missing; "
+                "the lottery phase needs the learned mask"
+            )
+        try:
+            initial_state = _restore(spec, cfg, model, priors, ckpt_path)
+        except CheckpointError as exc:
+            log(f"{exc}: training {spec.run_id} again from its sparse phase (the new sparse record supersedes the "
+                "old one, the new checkpoint replaces the file)")
+            todo = list(spec.phases())
+            task, model, initial_state, priors = _build(spec, cfg)  # fresh: the failed load may have changed them
+
     if "sparse" in todo:
         started, t0 = _now(), time.perf_counter()
         pruner = _pruner(model, prune_names, cfg, spec.sparsity) if spec.sparsity > 0 else None
         rec = _train_and_record("sparse", spec, task, model, cfg, priors, pruner, _TRAIN_STREAM, prune_names,
                                 progress, started, t0)
         if spec.sparsity > 0:
-            atomic_save({
-                "run_id": spec.run_id, "config": cfg.to_dict(), "model": model.state_dict(),
-                "masks": targets.masks(model, prune_names), "initial_state": initial_state,
-                "priors": priors.state_dict() if priors is not None and hasattr(priors, "state_dict") else None,
-                "embeddings": _embeddings(priors),
-            }, ckpt_path)
+            atomic_save(checkpoint_contents(
+                spec.run_id, cfg.to_dict(), model=model.state_dict(), masks=targets.masks(model, prune_names),
+                initial_state=initial_state,
+                priors=priors.state_dict() if priors is not None and hasattr(priors, "state_dict") else None,
+                embeddings=_embeddings(priors)), ckpt_path)
         append_result(out, rec)
         records.append(rec)
         log(f"{spec.run_id} sparse: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")
-    elif "lottery" in todo:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(
-                f"{spec.run_id}: the sparse result is recorded but its checkpoint {ckpt_path} is missing; "
-                "the lottery phase needs the learned mask"
-            )
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        targets.restore_masks(model, state["masks"])
-        model.load_state_dict(state["model"])
-        initial_state = state["initial_state"]
-        if priors is not None and state["priors"] is not None:
-            priors.load_state_dict(state["priors"])
 
     if "lottery" in todo:
         started, t0 = _now(), time.perf_counter()

@@ -171,3 +171,151 @@ def test_a_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatc
     with pytest.raises(OSError, match="could not write"):
         store.atomic_write(b"data", tmp_path / "f")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoints"]
+
+
+# ----------------------------------------------------------------------------- OS errors and malformed files
+
+_RUN = ["run", "adding", "--preset", "smoke", "--steps", "3", "--epochs", "1", "--no-progress"]
+
+
+def _one_line_error(capsys, *names) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err
+    for name in names:
+        assert str(name) in err, err
+    return err
+
+
+def test_a_file_given_as_out_is_named(tmp_path, capsys):
+    from moduli.cli import main
+
+    path = tmp_path / "afile"
+    path.write_text("x")
+    assert main([*_RUN, "--out", str(path)]) == 1
+    assert "is a file, not a directory" in _one_line_error(capsys, path)
+    assert main([*_RUN, "--out", str(path / "sub")]) == 1  # a file where a parent directory should be
+    assert "cannot create the result directory" in _one_line_error(capsys, path / "sub")
+    assert path.read_text() == "x"
+
+
+def test_a_read_only_out_is_named(tmp_path, capsys, monkeypatch):
+    import builtins
+    import os
+
+    from moduli.cli import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        (ro / "probe").touch()
+    except PermissionError:
+        pass
+    else:  # root writes anyway: refuse writes below ro as a read-only file system would
+        (ro / "probe").unlink()
+        real_open = builtins.open
+
+        def read_only_open(file, mode="r", *a, **k):
+            if str(file).startswith(str(ro)) and any(c in mode for c in "wax+"):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+            return real_open(file, mode, *a, **k)
+
+        monkeypatch.setattr(store, "open", read_only_open, raising=False)
+    try:
+        assert main([*_RUN, "--out", str(ro)]) == 1
+        assert "cannot write to the result directory" in _one_line_error(capsys, ro)
+        assert sorted(p.name for p in ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def _garbage(path):
+    g = torch.Generator().manual_seed(0)
+    path.write_bytes(bytes(torch.randint(0, 256, (4000,), generator=g, dtype=torch.uint8).tolist()))
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "line 1: not a moduli record (not JSON)"),
+    ('{"run_id": "a", "phase": "sparse"}\n', "line 1: a record without the fields ['task'"),
+    ('[1, 2]\n', "line 1: not a moduli record (a JSON list"),
+    ("hello\n", "line 1: not a moduli record (not JSON)"),
+])
+def test_a_malformed_results_file_is_named_by_run_table_and_plot(tmp_path, capsys, content, message):
+    from moduli.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / "results.jsonl"
+    _garbage(path) if content is None else path.write_text(content)
+    before = path.read_bytes()
+    for argv in ([*_RUN, "--out", str(out)], ["table", str(out)], ["table", str(path)], ["plot", str(out)]):
+        assert main(argv) == 1, argv
+        assert message in _one_line_error(capsys, path)
+    assert path.read_bytes() == before  # nothing trained, nothing appended
+
+
+def test_a_record_with_a_field_of_the_wrong_type_is_named(tmp_path, capsys):
+    from moduli.cli import main
+
+    out = tmp_path / "out"
+    assert main([*_RUN, "--out", str(out)]) == 0
+    capsys.readouterr()
+    rec = json.loads((out / "results.jsonl").read_text())
+    with open(out / "results.jsonl", "a") as fh:
+        fh.write(json.dumps({**rec, "seed": "zero"}) + "\n")
+    assert main(["table", str(out)]) == 1
+    assert "line 2: a record whose fields ['seed'] have the wrong type (seed='zero')" in _one_line_error(capsys)
+
+
+def test_table_and_plot_of_an_empty_or_foreign_directory(tmp_path, capsys):
+    from moduli.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    _garbage(other / "notes.bin")
+    for argv in (["table", str(empty)], ["table", str(other)], ["plot", str(other)], ["table", str(tmp_path / "no")],
+                 ["table", str(other / "notes.bin")]):
+        assert main(argv) == 1, argv
+        _one_line_error(capsys, argv[1])
+    (other / "results.jsonl").mkdir()  # not a file
+    assert main(["table", str(other)]) == 1
+    _one_line_error(capsys, other)
+
+
+def test_plot_names_a_corrupt_checkpoint(tmp_path, capsys):
+    from moduli.cli import main
+
+    out = tmp_path / "out"
+    assert main([*_RUN, "--regime", "torus", "--sparsity", "50%", "--out", str(out)]) == 0
+    capsys.readouterr()
+    (ckpt,) = (out / "checkpoints").glob("*-sparse.pt")
+    ckpt.write_bytes(b"\x80\x04not a checkpoint")
+    assert main(["plot", str(out)]) == 1
+    assert "cannot be read" in _one_line_error(capsys, ckpt)
+
+
+@pytest.mark.parametrize("stderr_too", [False, True])
+def test_a_closed_stdout_does_not_cut_a_sweep_short(tmp_path, stderr_too):
+    """``moduli run ... | head -1`` (and ``2>&1 | head -1``): the sweep trains to the end and exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "moduli.cli", "run", "adding", "--preset", "smoke", "--regime", "none",
+           "--regime", "l1", "--seeds", "4", "--threads", "1", "--out", str(out)]
+    if not stderr_too:
+        cmd.append("--no-progress")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # every message reaches the pipe at once, as from a terminal
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE,
+                            env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does after its line
+    err = b"" if stderr_too else proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert b"8 runs (8 results) planned" in first, first
+    assert len(read_results(out)) == 8
+    if not stderr_too:
+        assert b"stdout was closed; training on" in err and b"Traceback" not in err, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -16,11 +17,82 @@ from .._commands import command
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
 from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
-from .results import read_results
+from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
 from .table import inventory_table, markdown_table, write_csv
 
-__all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options"]
+__all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options",
+           "error_message", "report", "SweepOutput"]
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an error: an OS error as ``PATH: reason`` (its path first), anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+        return f"{' -> '.join(names)}: {exc.strerror}" if names else exc.strerror
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def report(prog: str, exc: BaseException, code: int = 1) -> int:
+    """Print ``prog: message`` on stderr (if stderr is still open) and return ``code``."""
+    try:
+        print(f"{prog}: {error_message(exc)}", file=sys.stderr)
+    except (BrokenPipeError, ValueError):  # stderr closed too: the exit code still tells
+        _silence("stderr")
+    return code
+
+
+def _silence(name: str) -> None:
+    """Point ``sys.stdout`` or ``sys.stderr`` at the null device (its reader went away)."""
+    stream = getattr(sys, name)
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+        setattr(sys, name, open(os.devnull, "w"))
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)  # the stream's buffered bytes then go there too, without an error at exit
+    os.close(null)
+
+
+class SweepOutput:
+    """The ``log`` of a sweep started from the command line: messages on stdout that never stop training.
+
+    If stdout is closed (``moduli run ... | head -1``), the rest of the output
+    goes to the null device, a note goes to stderr, and the sweep trains on to
+    the end: what a sweep records never depends on who reads its messages.
+    """
+
+    def __init__(self, prog: str, out: Path, progress: bool):
+        self.prog, self.out, self.progress, self.closed = prog, Path(out), progress, False
+
+    def __call__(self, message: str) -> None:
+        self._write(message, tqdm_write=self.progress)  # keep the messages off the progress bars' lines
+
+    def print(self, text: str) -> None:
+        """``print(text)`` on stdout, unless it was closed (after the sweep, when no bar is left)."""
+        self._write(text, tqdm_write=False)
+
+    def _write(self, text: str, *, tqdm_write: bool) -> None:
+        if self.closed:
+            return
+        try:
+            if tqdm_write:
+                from tqdm.auto import tqdm
+
+                tqdm.write(text)
+            else:
+                print(text)
+            sys.stdout.flush()  # a closed pipe shows now, not at exit
+        except BrokenPipeError:
+            self.closed = True
+            _silence("stdout")
+            try:
+                print(f"{self.prog}: stdout was closed; training on, the results go to {self.out / RESULTS_FILE}",
+                      file=sys.stderr)
+            except (BrokenPipeError, ValueError):
+                _silence("stderr")
 
 
 def parse_sparsity(text: str) -> float:
@@ -123,16 +195,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = args.out or Path("runs") / f"{args.task}-{args.preset}"
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    options = execution_options(args)
+    output = SweepOutput("moduli run", out, options["progress"])
     try:
         run_sweep(args.task, cfg, regimes, args.sparsity or [0.0], seeds, out, preset=args.preset,
-                  lams=args.lam, **execution_options(args))
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"moduli run: {exc}", file=sys.stderr)
-        return 1
-    records = [r for r in read_results(out) if r["task"] == args.task]
-    print(markdown_table(records))
-    csv_path = write_csv(records, out / "table.csv")
-    print(f"results: {out / 'results.jsonl'}; table: {csv_path}")
+                  lams=args.lam, log=output, **options)
+        records = [r for r in read_results(out, require=RECORD_FIELDS) if r["task"] == args.task]
+        csv_path = write_csv(records, out / "table.csv")
+    except (ValueError, RuntimeError, OSError) as exc:  # a BrokenPipeError of stderr's progress bars too
+        return report("moduli run", exc)
+    output.print(markdown_table(records))
+    output.print(f"results: {out / 'results.jsonl'}; table: {csv_path}")
     return 0
 
 
@@ -149,7 +222,10 @@ def _table_args(p: argparse.ArgumentParser) -> None:
 
 @command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
 def table(args: argparse.Namespace) -> int:
-    records = read_results(args.dir)
+    try:
+        records = read_results(args.dir, require=RECORD_FIELDS)
+    except (ValueError, OSError) as exc:
+        return report("moduli table", exc)
     if args.task:
         records = [r for r in records if r["task"] == args.task]
     if args.lam:
@@ -161,7 +237,10 @@ def table(args: argparse.Namespace) -> int:
     if args.inventory:
         print(inventory_table(records))
     default = args.dir / "table.csv" if args.dir.is_dir() else args.dir.with_name(args.dir.stem + "-table.csv")
-    path = write_csv(records, args.csv or default)
+    try:
+        path = write_csv(records, args.csv or default)
+    except OSError as exc:
+        return report("moduli table", exc)
     print(f"csv: {path}")
     return 0
 
@@ -177,9 +256,8 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 def plot(args: argparse.Namespace) -> int:
     try:
         paths = plot_directory(args.dir, run_id=args.run, lams=args.lam)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"moduli plot: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError) as exc:  # CheckpointError and ResultsFileError are ValueErrors
+        return report("moduli plot", exc)
     for p in paths:
         print(p)
     return 0

@@ -11,7 +11,7 @@ import torch
 
 from .. import analysis, targets
 from ..manifolds import catalog
-from .results import read_results
+from .results import RECORD_FIELDS, read_checkpoint, read_results
 from .table import regime_rank, metric_label, summarize
 
 __all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_model"]
@@ -102,9 +102,14 @@ def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim:
     Returns
     -------
     list of Path
+
+    Raises
+    ------
+    moduli.experiments.results.CheckpointError
+        If ``checkpoint`` cannot be read (the message names it).
     """
     plt = _pyplot()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     w = _recurrent_weight(state, checkpoint)
     points = (state.get("embeddings") or {}).get("rnn.weight_hh_l0")
     run_id = state["run_id"]
@@ -144,7 +149,7 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
     results with those lambdas (regime ``none`` always kept).
     """
     out = Path(out)
-    records = read_results(out)
+    records = read_results(out, require=RECORD_FIELDS)
     if lams:
         records = [r for r in records if r["regime"] == "none" or any(math.isclose(r["lam"], x) for x in lams)]
     if not records:

@@ -24,7 +24,7 @@ from .regimes import Regime
 
 __all__ = ["RESULTS_FILE", "read_results", "append_result", "migrate_record", "migrate_config", "checkpoint_path", "atomic_save",
            "atomic_write", "locked", "LEGACY_INHIBITOR_FIELDS", "CHECKPOINT_VERSION", "CheckpointError", "config_hash",
-           "checkpoint_contents", "load_checkpoint", "RecordWriteError", "RECORD_FIELDS",
+           "checkpoint_contents", "load_checkpoint", "read_checkpoint", "RecordWriteError", "RECORD_FIELDS",
            "ResultsFileError"]
 
 RESULTS_FILE = "results.jsonl"
@@ -251,6 +251,36 @@ def load_checkpoint(source, *, run_id: str, config, name=None) -> dict:
         newer format, of another phase, of another run or of another config.
     """
     name = name if name is not None else source
+    state = read_checkpoint(source, name=name)
+    version = state.get("format_version", 1)
+    if version != 1:
+        if state.get("phase") != "sparse":
+            raise CheckpointError(f"checkpoint {name} is of the {state.get('phase')!r} phase, not the sparse phase")
+        if state.get("config_sha256") != config_hash(state["config"]):
+            raise CheckpointError(f"checkpoint {name} is damaged: its config does not match its config_sha256")
+    if state["run_id"] != run_id:
+        raise CheckpointError(f"checkpoint {name} belongs to the run {state['run_id']!r}, not to {run_id!r}")
+    current = config.to_dict()
+    if state.get("config_sha256") != config_hash(current):
+        old = {**type(config)().to_dict(), **migrate_config(state["config"])}
+        if old != current:
+            diff = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+            raise CheckpointError(f"checkpoint {name} of {run_id} was trained with another config (fields {diff})")
+    return state
+
+
+def read_checkpoint(source, *, name=None) -> dict:
+    """A checkpoint's contents, checked to be whole and of a format this moduli reads (not its provenance).
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file (``name``, default ``source``): it cannot be
+        read, is no moduli checkpoint, lacks a field or is of a newer format.
+    FileNotFoundError
+        If ``source`` is a path that does not exist.
+    """
+    name = name if name is not None else source
     try:
         # weights_only: tensors, dicts, lists and numbers only, so a stray file cannot run code
         state = torch.load(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
@@ -276,18 +306,6 @@ def load_checkpoint(source, *, run_id: str, config, name=None) -> dict:
         if version > CHECKPOINT_VERSION:
             raise CheckpointError(f"checkpoint {name} has format version {version}, newer than this moduli's "
                                   f"{CHECKPOINT_VERSION}")
-        if state.get("phase") != "sparse":
-            raise CheckpointError(f"checkpoint {name} is of the {state.get('phase')!r} phase, not the sparse phase")
-        if state.get("config_sha256") != config_hash(state["config"]):
-            raise CheckpointError(f"checkpoint {name} is damaged: its config does not match its config_sha256")
-    if state["run_id"] != run_id:
-        raise CheckpointError(f"checkpoint {name} belongs to the run {state['run_id']!r}, not to {run_id!r}")
-    current = config.to_dict()
-    if state.get("config_sha256") != config_hash(current):
-        old = {**type(config)().to_dict(), **migrate_config(state["config"])}
-        if old != current:
-            diff = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
-            raise CheckpointError(f"checkpoint {name} of {run_id} was trained with another config (fields {diff})")
     return state
 
 
@@ -327,7 +345,10 @@ def locked(out: Path):
     """Hold an exclusive lock on ``out`` so two sweeps never write the same results."""
     import fcntl
 
-    fh = open(Path(out) / ".lock", "a")
+    try:
+        fh = open(Path(out) / ".lock", "a")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write to the result directory {out} ({exc.strerror or exc})") from exc
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,6 +14,7 @@ lottery phase and loses at most the phase in progress.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,7 +22,7 @@ from .config import TrainConfig
 from .executors import run_detached
 from .plan import RunSpec, plan_runs, run_config
 from .regimes import Regime
-from .results import RESULTS_FILE, append_result, locked, read_results
+from .results import RECORD_FIELDS, RESULTS_FILE, append_result, locked, read_results
 from .train import initial_embeddings, progress_bar, run_one
 
 __all__ = ["RunSpec", "plan_runs", "run_sweep", "run_one", "initial_embeddings", "read_results", "append_result",
@@ -86,7 +87,11 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
     ------
     ValueError
         If ``out`` already holds a result of the same run id with a different
-        configuration (nothing is overwritten: use another directory).
+        configuration (nothing is overwritten: use another directory), or its
+        ``results.jsonl`` holds a line that is not a record
+        (:class:`~moduli.experiments.results.ResultsFileError`).
+    OSError
+        If ``out`` is a file, cannot be created or written (the message names it).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -97,11 +102,16 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
 
         log = tqdm.write
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"the result directory {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the result directory {out} ({exc.strerror or exc})") from exc
     lams = [cfg.lam] if lams is None else list(lams)
     runs = plan_runs(task, preset, regimes, lams, sparsities, seeds)
     with locked(out):
-        existing = read_results(out)
+        existing = read_results(out, require=RECORD_FIELDS)
         done = {(r["run_id"], r["phase"]) for r in existing}
         _check_configs(out, existing, runs, cfg)
         todo = [s for s in runs if any((s.run_id, p) not in done for p in s.phases())]

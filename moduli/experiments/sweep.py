@@ -17,12 +17,12 @@ from typing import Optional
 
 from .._commands import command
 from .cli import (  # registers run/table/plot
-    _nonneg_float, _positive_int, add_regime_options, add_sweep_options, execution_options, parse_sparsity,
-    regimes_from_args,
+    SweepOutput, _nonneg_float, _positive_int, add_regime_options, add_sweep_options, execution_options,
+    parse_sparsity, regimes_from_args, report,
 )
 from .regimes import parse_regime
 from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
-from .results import read_results
+from .results import RECORD_FIELDS, read_results
 from .runner import run_sweep
 from .table import markdown_table, metric_label, summarize, write_csv
 
@@ -139,15 +139,17 @@ def sweep(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     if not args.no_baseline and all(r.kind != "none" for r in regimes):
         regimes = [parse_regime("none")] + regimes
+    options = execution_options(args)
+    output = SweepOutput("moduli sweep", out, options["progress"])
     try:
-        run_sweep(args.task, cfg, regimes, [args.sparsity], seeds, out, preset=args.preset, lams=lams,
-                  **execution_options(args))
+        run_sweep(args.task, cfg, regimes, [args.sparsity], seeds, out, preset=args.preset, lams=lams, log=output,
+                  **options)
+        records = [r for r in read_results(out, require=RECORD_FIELDS)
+                   if r["task"] == args.task and r["sparsity"] == args.sparsity]
+        csv_path = write_csv(records, out / "sweep.csv")
+        png = plot_metric_vs_lambda(records, out / "plots" / f"{args.task}_vs_lambda.png", sparsity=args.sparsity)
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"moduli sweep: {exc}", file=sys.stderr)
-        return 1
-    records = [r for r in read_results(out) if r["task"] == args.task and r["sparsity"] == args.sparsity]
-    print(markdown_table(records))
-    csv_path = write_csv(records, out / "sweep.csv")
-    png = plot_metric_vs_lambda(records, out / "plots" / f"{args.task}_vs_lambda.png", sparsity=args.sparsity)
-    print(f"results: {out / 'results.jsonl'}; table: {csv_path}; plot: {png}")
+        return report("moduli sweep", exc)
+    output.print(markdown_table(records))
+    output.print(f"results: {out / 'results.jsonl'}; table: {csv_path}; plot: {png}")
     return 0

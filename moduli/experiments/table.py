@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from .results import read_results
+from .results import RECORD_FIELDS, read_results
 
 __all__ = ["summarize", "markdown_table", "inventory_table", "write_csv"]
 
@@ -141,7 +141,7 @@ def write_csv(records: list[dict], path) -> Path:
 
 def load(out) -> list[dict]:
     """Records of a result directory; raises if there are none."""
-    records = read_results(out)
+    records = read_results(out, require=RECORD_FIELDS)
     if not records:
         raise FileNotFoundError(f"no results in {Path(out)}")
     return records

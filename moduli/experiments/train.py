@@ -39,13 +39,44 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+class _BarStream:
+    """stderr for progress bars: if its reader went away (``2>&1 | head``), the bars go quiet and training goes on."""
+
+    def __init__(self, stream):
+        self._stream, self._closed = stream, False
+
+    def write(self, text):
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):  # a closed pipe, or a closed file
+                self._closed = True
+        return len(text)
+
+    def flush(self):
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._closed = True
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def progress_bar(iterable, desc: str, progress: bool, total=None):
-    """``iterable`` wrapped in a tqdm bar when ``progress``, else unchanged."""
+    """``iterable`` wrapped in a tqdm bar on stderr when ``progress``, else unchanged.
+
+    A closed stderr silences the bar instead of stopping the loop.
+    """
     if not progress:
         return iterable
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, mininterval=1.0,
+                file=_BarStream(sys.stderr))
 
 
 def _targets(task: Task, model: nn.Module, which: str) -> list[str]:

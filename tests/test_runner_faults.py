@@ -319,3 +319,80 @@ def test_a_closed_stdout_does_not_cut_a_sweep_short(tmp_path, stderr_too):
     assert len(read_results(out)) == 8
     if not stderr_too:
         assert b"stdout was closed; training on" in err and b"Traceback" not in err, err
+
+
+# ----------------------------------------------------------------------------- workers die with their parent
+
+
+def _children(pid: int) -> set[int]:
+    import glob
+
+    kids = set()
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as fh:
+                kids |= {int(k) for k in fh.read().split()}
+        except OSError:  # the task ended meanwhile
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running
+    except OSError:
+        return False
+
+
+def _spawn_workers(pid: int) -> set[int]:
+    """The multiprocessing spawn workers among the children of ``pid`` (not the resource tracker)."""
+    out = set()
+    for kid in _children(pid):
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as fh:
+                if b"spawn_main" in fh.read():
+                    out.add(kid)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/task"), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_workers_die_with_their_parent(tmp_path, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    cmd = [sys.executable, "-m", "moduli.cli", "run", "navigation", "--preset", "smoke", "--regime", "none",
+           "--seeds", "2", "--workers", "2", "--threads", "1", "--steps", "100000", "--no-progress",
+           "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _spawn_workers(proc.pid)
+        assert len(workers) == 2, (workers, proc.poll())
+        time.sleep(1.0)  # the workers have begun (their imports done, or nearly)
+        proc.send_signal(getattr(signal, sig))
+        deadline = time.monotonic() + 8
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, workers)), f"workers {sorted(w for w in workers if _alive(w))} outlived their parent"
+        code = proc.wait(timeout=20)
+        assert code != 0
+        if sig != "SIGKILL":
+            err = proc.stderr.read().decode()
+            assert "Traceback" not in err, err
+    finally:
+        for pid in [proc.pid, *workers]:  # what this test started, by id
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=20)

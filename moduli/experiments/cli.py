@@ -204,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
         csv_path = write_csv(records, out / "table.csv")
     except (ValueError, RuntimeError, OSError) as exc:  # a BrokenPipeError of stderr's progress bars too
         return report("moduli run", exc)
+    except KeyboardInterrupt:
+        return report("moduli run", KeyboardInterrupt(
+            f"interrupted; the phases finished are in {out / RESULTS_FILE}: the same command resumes"), 130)
     output.print(markdown_table(records))
     output.print(f"results: {out / 'results.jsonl'}; table: {csv_path}")
     return 0

@@ -22,7 +22,7 @@ from .cli import (  # registers run/table/plot
 )
 from .regimes import parse_regime
 from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
-from .results import RECORD_FIELDS, read_results
+from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
 from .table import markdown_table, metric_label, summarize, write_csv
 
@@ -150,6 +150,9 @@ def sweep(args: argparse.Namespace) -> int:
         png = plot_metric_vs_lambda(records, out / "plots" / f"{args.task}_vs_lambda.png", sparsity=args.sparsity)
     except (ValueError, RuntimeError, OSError) as exc:
         return report("moduli sweep", exc)
+    except KeyboardInterrupt:
+        return report("moduli sweep", KeyboardInterrupt(
+            f"interrupted; the phases finished are in {out / RESULTS_FILE}: the same command resumes"), 130)
     output.print(markdown_table(records))
     output.print(f"results: {out / 'results.jsonl'}; table: {csv_path}; plot: {png}")
     return 0

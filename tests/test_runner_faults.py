@@ -396,3 +396,13 @@ def test_workers_die_with_their_parent(tmp_path, sig):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=20)
+
+
+def test_table_names_a_csv_path_it_cannot_write(tmp_path, capsys):
+    from moduli.cli import main
+
+    out = tmp_path / "out"
+    assert main([*_RUN, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["table", str(out), "--csv", str(tmp_path / "no" / "such" / "t.csv")]) == 1
+    _one_line_error(capsys, tmp_path / "no" / "such" / "t.csv")

@@ -236,14 +236,14 @@ def table(args: argparse.Namespace) -> int:
     if not records:
         print(f"moduli table: no results in {args.dir}", file=sys.stderr)
         return 1
-    print(markdown_table(records))
-    if args.inventory:
-        print(inventory_table(records))
     default = args.dir / "table.csv" if args.dir.is_dir() else args.dir.with_name(args.dir.stem + "-table.csv")
-    try:
+    try:  # the CSV first, so that output piped into head (a closed stdout) does not skip it
         path = write_csv(records, args.csv or default)
     except OSError as exc:
         return report("moduli table", exc)
+    print(markdown_table(records))
+    if args.inventory:
+        print(inventory_table(records))
     print(f"csv: {path}")
     return 0
 

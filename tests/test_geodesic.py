@@ -482,3 +482,82 @@ def test_options_object_equals_keywords_and_unknown_keyword_is_type_error():
     assert geodesic.transfer(nn.Linear(2, 1), nn.Linear(2, 1), torch.randn(4, 2), steps=10,
                              progress=False).points[0][0] == 0
     assert geodesic.transfer(nn.Linear(2, 1), nn.Linear(2, 1), torch.randn(4, 2), options=opts).points == []
+
+
+# --------------------------------------------------------------------------- inputs that do not fit the model
+
+
+def _conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 2))
+
+
+@pytest.mark.parametrize(
+    "net,x,exc,match",
+    [
+        # wrong width: the first layer's expected width, from a dry forward, is in the message
+        (lambda: small_mlp(), lambda: torch.randn(8, 5),
+         ValueError, r"^data: inputs of shape \(8, 5\).*first layer '0' \(Linear\).*expects 6 input features.*got 5"),
+        # a Flatten in front: the received shape is stated too
+        (lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), lambda: torch.randn(4, 3, 5),
+         ValueError, r"^data: .*first layer '1' \(Linear\).*expects 12 input features.*got 15.*receives shape \(4, 15\)"),
+        (_conv_net, lambda: torch.randn(4, 4, 6, 6),
+         ValueError, r"^data: .*first layer '0' \(Conv2d\).*expects 3 input channels.*got 4"),
+        # floating inputs of another dtype: both dtypes named
+        (lambda: small_mlp(), lambda: torch.randn(8, 6, dtype=torch.float64),
+         TypeError, r"^data: .*dtype torch\.float64.*model's parameters, torch\.float32"),
+        # integer inputs to a Linear layer
+        (lambda: small_mlp(), lambda: torch.randint(0, 3, (8, 6)),
+         TypeError, r"^data: .*dtype torch\.int64.*needs floating-point inputs of dtype torch\.float32"),
+    ],
+)
+def test_sparsify_data_that_does_not_fit_the_model_names_data(net, x, exc, match):
+    with pytest.raises(exc, match=match):
+        geodesic.sparsify(net(), x(), 0.5, steps=2, progress=False)
+
+
+def test_data_errors_name_the_argument_in_transfer_line_length_and_loaders():
+    a, b = small_mlp(), small_mlp()
+    with torch.no_grad():
+        b[0].weight.add_(1.0)
+    with pytest.raises(ValueError, match=r"^data_a: .*expects 6 input features.*got 7"):
+        geodesic.transfer(a, b, torch.randn(8, 7), steps=2, progress=False)
+    with pytest.raises(TypeError, match=r"^data: .*torch\.float64.*torch\.float32"):
+        geodesic.line_length(a, b, torch.randn(8, 6, dtype=torch.float64), segments=2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4), torch.zeros(8)),
+                                         batch_size=4)
+    with pytest.raises(ValueError, match=r"^data: inputs of shape \(4, 4\).*expects 6 input features"):
+        geodesic.sparsify(a, loader, 0.5, steps=2, progress=False)
+
+
+def test_models_with_nan_weights_name_the_model_and_the_parameter():
+    bad = small_mlp()
+    with torch.no_grad():
+        bad[2].weight[0, 1] = float("nan")
+        bad[2].bias[0] = float("inf")
+    x = torch.randn(8, 6)
+    with pytest.raises(ValueError, match=r"^model has NaN or infinite weights in parameter\(s\) "
+                                         r"'2\.weight' \(1 of \d+ entries\), '2\.bias' \(1 of \d+ entries\)"):
+        geodesic.sparsify(bad, x, 0.5, steps=2, progress=False)
+    with pytest.raises(ValueError, match=r"^model_b has NaN.*'2\.weight'"):
+        geodesic.transfer(small_mlp(), bad, x, steps=2, progress=False)
+    with pytest.raises(ValueError, match=r"^model_a has NaN.*'2\.weight'"):
+        geodesic.transfer(bad, small_mlp(), x, steps=2, progress=False)
+    with pytest.raises(ValueError, match=r"^model_end has NaN.*'2\.bias'"):
+        geodesic.line_length(small_mlp(), bad, x, segments=2)
+
+
+def test_models_that_cast_their_inputs_still_run():
+    # the checks only explain failures: a model accepting float64 or integer inputs is not refused
+    class Casting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(5, 3)
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, idx):
+            return self.lin(self.emb(idx))
+
+    torch.manual_seed(0)
+    path = geodesic.sparsify(Casting(), torch.randint(0, 5, (8,)), 0.5, steps=3, progress=False)
+    assert targets.sparsity(path.model.lin.weight) == 0.5

@@ -177,15 +177,16 @@ def transfer(
     opts = resolve_options("transfer", options, overrides, GeodesicOptions(keep_every=10))
     check_model("model_a", model_a)
     check_model("model_b", model_b)
-    names_a, shapes_a, w_a = walk_parameters(model_a)
-    names_b, shapes_b, w_b = walk_parameters(model_b)
+    names_a, shapes_a, w_a = walk_parameters(model_a, "model_a")
+    names_b, shapes_b, w_b = walk_parameters(model_b, "model_b")
     pa, pb = list(zip(names_a, shapes_a)), list(zip(names_b, shapes_b))
     if pa != pb:
         diff = [x for x in itertools.zip_longest(pa, pb) if x[0] != x[1]][:3]
         raise ValueError(f"model_a and model_b must have the same trainable parameters; first differences (a, b): {diff}")
     if w_b.dtype != w_a.dtype or w_b.device != w_a.device:
         raise TypeError(f"model_b's parameters ({w_b.dtype}, {w_b.device}) must match model_a's ({w_a.dtype}, {w_a.device})")
-    st = walk(model_a, data_a, lambda w: (w_b, None), opts, desc="geodesic transfer")
+    st = walk(model_a, data_a, lambda w: (w_b, None), opts, desc="geodesic transfer",
+              arg_names=("model_a", "data_a"))
     path = end_at_last_point(st, opts)
     st.work.train(model_a.training)
     return path
@@ -231,17 +232,19 @@ def line_length(
         _validate.integer(batch_size, "batch_size", minimum=1)
     _validate.integer(seed, "seed")
     work = copy.deepcopy(model_start).eval()
-    names, shapes, w0 = walk_parameters(work)
-    names1, shapes1, w1 = walk_parameters(model_end)
+    names, shapes, w0 = walk_parameters(work, "model_start")
+    names1, shapes1, w1 = walk_parameters(model_end, "model_end")
     if names1 != names or shapes1 != shapes:
         raise ValueError("model_start and model_end must have the same trainable parameters")
     buffers = dict(work.named_buffers())
-    batches = Batches(data, batch_size, seed)
+    batches = Batches(data, batch_size, seed, "data")
     delta = (w1 - w0) / segments
     length = energy = 0.0
     for s in range(segments):
         mid = w0 + (s + 0.5) * delta
-        q = max(FunctionalMetric(work, names, shapes, buffers, batches.next(), mid, metric).sq_norm(delta), 0.0)
+        g = FunctionalMetric(work, names, shapes, buffers, batches.next(), mid, metric,
+                             names_for_errors=("model_start", "data"))
+        q = max(g.sq_norm(delta), 0.0)
         length += math.sqrt(q)
         energy += q
     return {"path_length": length, "energy": energy, "euclidean_length": float((w1 - w0).norm())}

@@ -25,23 +25,26 @@ class Batches:
         the caller.
     seed : int
         Seed of the row sampler.
+    name : str
+        The public argument name of ``data``, used in error messages.
     """
 
-    def __init__(self, data, batch_size: int | None, seed: int):
+    def __init__(self, data, batch_size: int | None, seed: int, name: str = "data"):
+        self.name = name
         self.loader = None
         if isinstance(data, Tensor):
             x = data
         elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
             x, y = data
             if y.shape[0] != x.shape[0]:
-                raise ValueError(f"data: inputs have {x.shape[0]} rows but targets have {y.shape[0]}")
+                raise ValueError(f"{name}: inputs have {x.shape[0]} rows but targets have {y.shape[0]}")
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, dict)):
             self.loader = data
             self._it = iter(())
             x = None
         else:
             raise TypeError(
-                "data must be an input tensor, an (inputs, targets) pair of tensors or a DataLoader, "
+                f"{name} must be an input tensor, an (inputs, targets) pair of tensors or a DataLoader, "
                 f"got {type(data).__name__}"
             )
         if x is not None:
@@ -49,14 +52,14 @@ class Batches:
             self.batch_size = batch_size
             self.gen = torch.Generator().manual_seed(seed)
 
-    @staticmethod
-    def _check(x) -> Tensor:
+    def _check(self, x) -> Tensor:
+        name = self.name
         if not isinstance(x, Tensor):
-            raise TypeError(f"data: batch inputs must be tensors, got {type(x).__name__}")
+            raise TypeError(f"{name}: batch inputs must be tensors, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"data: inputs must have a non-empty leading batch dimension, got shape {tuple(x.shape)}")
+            raise ValueError(f"{name}: inputs must have a non-empty leading batch dimension, got shape {tuple(x.shape)}")
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"data: inputs of shape {tuple(x.shape)} contain NaN or inf")
+            raise ValueError(f"{name}: inputs of shape {tuple(x.shape)} contain NaN or inf")
         return x
 
     def next(self) -> Tensor:
@@ -74,7 +77,7 @@ class Batches:
             except StopIteration:
                 self._it = iter(self.loader)
         else:
-            raise ValueError("data: the DataLoader yielded no batches")
+            raise ValueError(f"{self.name}: the DataLoader yielded no batches")
         if isinstance(b, (tuple, list)):
             b = b[0]
         return self._check(b)

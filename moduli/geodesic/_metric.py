@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["FunctionalMetric", "METRICS"]
+__all__ = ["FunctionalMetric", "METRICS", "explain_forward_error"]
 
 METRICS = ("output", "fisher")
 
@@ -52,6 +52,16 @@ class FunctionalMetric:
         Flat weights at which the metric is taken.
     kind : {"output", "fisher"}
         Which metric.
+    names : (str, str)
+        The public argument names of the model and of the data the batch came
+        from, used in error messages.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If the model cannot run on ``x``: the message names the data argument
+        and what is wrong (the inputs' dtype against the parameters' dtype,
+        their width against the first layer's, see :func:`explain_forward_error`).
 
     Attributes
     ----------
@@ -70,7 +80,8 @@ class FunctionalMetric:
     tensor([0.5000, 2.0000])
     """
 
-    def __init__(self, model: nn.Module, names, shapes, buffers, x: Tensor, w: Tensor, kind: str = "output"):
+    def __init__(self, model: nn.Module, names, shapes, buffers, x: Tensor, w: Tensor, kind: str = "output",
+                 *, names_for_errors: tuple[str, str] = ("model", "data")):
         if kind not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {kind!r}")
         self.names, self.shapes = list(names), list(shapes)
@@ -80,7 +91,10 @@ class FunctionalMetric:
         self.products = 0
         self._w = [t.view(s).detach().requires_grad_(True) for t, s in zip(w.detach().split(self.sizes), self.shapes)]
         with torch.enable_grad():
-            out = functional_call(model, (dict(zip(self.names, self._w)), buffers), (x,))
+            try:
+                out = functional_call(model, (dict(zip(self.names, self._w)), buffers), (x,))
+            except RuntimeError as err:
+                raise explain_forward_error(model, x, w.dtype, err, *names_for_errors) from err
             if not isinstance(out, Tensor):
                 raise TypeError(f"the model must return a single Tensor, got {type(out).__name__}")
             if out.ndim == 0 or out.shape[0] != self.batch:
@@ -125,3 +139,57 @@ class FunctionalMetric:
         """``tᵀ g t`` (one Jacobian-vector product)."""
         u = self.jvp(t)
         return float((u * self._hess(u)).sum()) / self.batch
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def explain_forward_error(model: nn.Module, x: Tensor, param_dtype: torch.dtype, err: Exception,
+                          model_name: str = "model", data_name: str = "data") -> Exception:
+    """The error to raise when ``model`` fails (with ``err``) on the inputs ``x``.
+
+    Only called after a forward pass has failed, so working models pay
+    nothing.  Floating-point inputs of another dtype than the parameters give
+    a ``TypeError`` naming both dtypes.  Otherwise a dry forward pass (no
+    gradients, the model in the mode the caller set) records the first
+    ``Linear``/``Conv`` layer that is reached and the tensor it receives:
+    non-floating inputs to it give a ``TypeError``, a width (``in_features``
+    or ``in_channels``) that does not match gives a ``ValueError`` stating the
+    expected width.  Anything else is a ``ValueError`` quoting torch's message.
+    """
+    what = f"{data_name}: inputs of shape {tuple(x.shape)} and dtype {x.dtype}"
+    if x.is_floating_point() and x.dtype != param_dtype:
+        return TypeError(f"{what} do not match the dtype of {model_name}'s parameters, {param_dtype}; "
+                         f"convert the inputs with .to({param_dtype})")
+    seen: list = []
+
+    def record(module, args):
+        if not seen and args and isinstance(args[0], Tensor):
+            seen.append((module, args[0]))
+
+    layers = {m: n for n, m in model.named_modules() if isinstance(m, (nn.Linear, *_CONV))}
+    hooks = [m.register_forward_pre_hook(record) for m in layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception:  # the failure being explained; only the hooks' record matters
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    if seen:
+        layer, inp = seen[0]
+        label = f"{model_name}'s first layer {layers[layer] or '(the model itself)'!r} ({type(layer).__name__})"
+        if not inp.is_floating_point():
+            return TypeError(f"{what} cannot feed {label}, which needs floating-point inputs of dtype "
+                             f"{param_dtype}; convert the inputs with .to({param_dtype})")
+        if isinstance(layer, nn.Linear):
+            got, want, axis = inp.shape[-1] if inp.ndim else None, layer.in_features, "features (last axis)"
+        else:
+            d = len(layer.kernel_size)
+            got = inp.shape[-(d + 1)] if inp.ndim >= d + 1 else None
+            want, axis = layer.in_channels, f"channels (axis {-(d + 1)} of a {d}-D convolution input)"
+        if got != want:
+            via = "" if inp.shape == x.shape else f" (it receives shape {tuple(inp.shape)})"
+            return ValueError(f"{what} do not fit {label}: it expects {want} input {axis}, got {got}{via}")
+    return ValueError(f"{what}: the forward pass of {model_name} fails on them: {err}")

@@ -20,24 +20,34 @@ def _movable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
 
 
-def walk_parameters(model: nn.Module) -> tuple[list[str], list[torch.Size], Tensor]:
+def walk_parameters(model: nn.Module, name: str = "model") -> tuple[list[str], list[torch.Size], Tensor]:
     """Names, shapes and a flat copy of the parameters a walk moves.
+
+    ``name`` is the argument the model was passed as, used in error messages.
 
     Raises
     ------
     ValueError
-        If the model has no trainable floating-point parameter.
+        If the model has no trainable floating-point parameter, or one holds
+        NaN or infinite entries (the message names the parameter).
     TypeError
         If they do not share one dtype.
     """
     movable = _movable(model)
     if not movable:
-        raise ValueError("the model has no trainable floating-point parameters to move")
+        raise ValueError(f"{name} has no trainable floating-point parameters to move")
     flats = [p.detach().reshape(-1) for _, p in movable]
     dtypes = {f.dtype for f in flats}
     if len(dtypes) > 1:
-        raise TypeError(f"all trainable parameters must share one dtype, got {sorted(map(str, dtypes))}")
-    return [n for n, _ in movable], [p.shape for _, p in movable], torch.cat(flats).clone()
+        raise TypeError(f"all trainable parameters of {name} must share one dtype, got {sorted(map(str, dtypes))}")
+    w = torch.cat(flats).clone()
+    if not bool(torch.isfinite(w).all()):
+        bad = [(n, int((~torch.isfinite(f)).sum()), f.numel()) for (n, _), f in zip(movable, flats)
+               if not bool(torch.isfinite(f).all())]
+        listed = ", ".join(f"{n!r} ({k} of {size} entries)" for n, k, size in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{name} has NaN or infinite weights in parameter(s) {listed}{more}")
+    return [n for n, _ in movable], [p.shape for _, p in movable], w
 
 
 def flat_slices(model: nn.Module) -> dict[str, tuple[int, int, torch.Size]]:

@@ -39,6 +39,7 @@ class WalkState:
 
     work: nn.Module
     names: list[str]
+    arg_names: tuple[str, str]
     shapes: list[torch.Size]
     buffers: dict[str, Tensor]
     w: Tensor
@@ -59,7 +60,8 @@ def as_metrics(res) -> dict:
 
 
 def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
-         compensate: bool = False, desc: str = "geodesic") -> WalkState:
+         compensate: bool = False, desc: str = "geodesic",
+         arg_names: tuple[str, str] = ("model", "data")) -> WalkState:
     """Walk a deep copy of ``model`` (in eval mode) towards ``project(w)``.
 
     Parameters
@@ -76,18 +78,20 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
         (needs ``pruned``) instead of the free Eq. 7 step.
     desc : str
         Label of the progress bar.
+    arg_names : (str, str)
+        The public argument names of ``model`` and ``data``, for error messages.
 
     Returns
     -------
     WalkState
         The copy holding the last weights, the path so far and the running totals.
     """
-    batches = Batches(data, opts.batch_size, opts.seed)
+    batches = Batches(data, opts.batch_size, opts.seed, arg_names[1])
     evaluate, eval_every, keep_every = opts.evaluate, opts.eval_every, opts.keep_every
     steps, eps, beta, restore = opts.steps, opts.eps, opts.beta, opts.restore
 
     work = copy.deepcopy(model).eval()  # BatchNorm uses running stats, dropout is off
-    names, shapes, w = walk_parameters(work)
+    names, shapes, w = walk_parameters(work, arg_names[0])
     w0 = {n: t.view(sh).clone() for n, t, sh in zip(names, w.split([math.prod(sh) for sh in shapes]), shapes)}
     buffers = dict(work.named_buffers())
     path = GeodesicPath(model=work, names=names)
@@ -120,7 +124,7 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
             break
         v = target - w
         x = batches.next()
-        g = FunctionalMetric(work, names, shapes, buffers, x, w, opts.metric)
+        g = FunctionalMetric(work, names, shapes, buffers, x, w, opts.metric, names_for_errors=arg_names)
         with torch.no_grad():
             resid = torch.func.functional_call(work, (w0, buffers), (x,)).reshape(g.batch, -1) - g.out.detach()
         drift = float((resid * resid).sum()) / g.batch
@@ -172,7 +176,7 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
         bar.close()
     path.reached = dist <= opts.tol * dist0 or dist == 0.0
     load_flat(work, names, w)
-    return WalkState(work, names, shapes, buffers, w, path, batches, totals, t0, step)
+    return WalkState(work, names, arg_names, shapes, buffers, w, path, batches, totals, t0, step)
 
 
 def end_with_projection(st: WalkState, project: Projection, opts: GeodesicOptions) -> GeodesicPath:
@@ -186,7 +190,8 @@ def end_with_projection(st: WalkState, project: Projection, opts: GeodesicOption
     delta = w_final - st.w
     quad = 0.0
     if float(delta.norm()) > 0:
-        g = FunctionalMetric(work, st.names, st.shapes, st.buffers, st.batches.next(), st.w, opts.metric)
+        g = FunctionalMetric(work, st.names, st.shapes, st.buffers, st.batches.next(), st.w, opts.metric,
+                             names_for_errors=st.arg_names)
         quad = max(g.sq_norm(delta), 0.0)
     totals["path_length"] += math.sqrt(quad)
     totals["energy"] += quad

@@ -704,3 +704,49 @@ def test_check_manifold_rejects_bad_arguments():
         check_manifold(mf.Circle(1.0), dtype=torch.int64)
     with pytest.raises(ValueError, match="atol"):
         check_manifold(mf.Circle(1.0), atol=-1.0)
+
+
+# --------------------------------------------------------------------------- graph node ids and low precision
+
+
+@pytest.mark.parametrize("dtype,exact", [(torch.float16, 2048), (torch.bfloat16, 256)])
+def test_graph_refuses_dtypes_that_round_node_ids(dtype, exact):
+    big = mf.GraphSpace(nx.path_graph(exact + 2))  # largest index exact + 1 rounds in dtype
+    idx = torch.arange(big.num_nodes, dtype=torch.float64)[:, None]
+    # the defect: exact + 1 becomes another node's index without any error
+    assert idx.to(dtype)[-1, 0].item() != exact + 1
+    msg = rf"has dtype {dtype}, which cannot represent every node index.*{exact + 2} nodes.*up to {exact}\b"
+    x = idx.to(dtype)
+    with pytest.raises(TypeError, match=r"^x " + msg):
+        big.check_points(x, "x")
+    with pytest.raises(TypeError, match=r"^x " + msg):
+        big.cdist(x)
+    with pytest.raises(TypeError, match=r"^x " + msg):
+        big.cdist(x, validate=False)
+    with pytest.raises(TypeError, match=r"^y " + msg):
+        big.dist(idx[:2], x[:2])  # y is checked before the two dtypes are compared
+    with pytest.raises(TypeError, match=r"^x " + msg):
+        big.dist(x[:2], x[:2], validate=False)
+    with pytest.raises(TypeError, match=r"^dtype " + msg):
+        big.random_uniform(3, dtype=dtype)
+    with pytest.raises(TypeError, match=r"^dtype " + msg):
+        big.points([0, 1], dtype=dtype)
+    # inside a product the factor is named
+    with pytest.raises(TypeError, match=r"^x \(factor 1, GraphSpace.*cannot represent every node index"):
+        mf.Product(mf.Euclidean(1), big).check_points(torch.zeros(2, 2, dtype=dtype), "x")
+    with pytest.raises(TypeError, match=r"^dtype " + msg):
+        mf.Product(mf.Euclidean(1), big).random_uniform(2, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype,exact", [(torch.float16, 2048), (torch.bfloat16, 256), (torch.float32, 2**24)])
+def test_graph_accepts_dtypes_that_hold_every_node_id(dtype, exact):
+    n = min(exact + 1, 3000)  # largest index exact: every index is held
+    G = mf.GraphSpace(nx.path_graph(n))
+    x = G.points([0, n - 1, n // 2], dtype=dtype)
+    assert x[:, 0].tolist() == [0, n - 1, n // 2]
+    D = G.cdist(x)
+    assert D.dtype == dtype
+    assert D[0, 1].item() == float(torch.tensor(n - 1.0, dtype=dtype))
+    assert G.dist(x[:1], x[1:2]).shape == (1,)
+    s = G.random_uniform(50, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    assert bool(((s >= 0) & (s <= n - 1) & (s == s.round())).all())

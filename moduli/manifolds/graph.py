@@ -21,6 +21,9 @@ class GraphSpace(Manifold):
 
     A point is a node's index (in ``list(graph.nodes)`` order) stored as a
     float tensor of shape (n, 1); :meth:`points` converts node labels.
+    The float dtype must hold every index exactly: float16 (integers up to
+    2048) and bfloat16 (up to 256) are refused for larger graphs, where they
+    would silently round an index to another node's.
     All-pairs distances are computed once with scipy. The space is discrete:
     distances carry no gradient, so embeddings on it cannot be trained.
 
@@ -78,11 +81,27 @@ class GraphSpace(Manifold):
 
     def points(self, nodes: Iterable[Hashable], *, dtype=None, device=None) -> Tensor:
         """Points, shape (n, 1), of the given node labels."""
+        dtype = resolve_dtype(dtype)
+        self._check_dtype(dtype, "dtype")
         try:
             idx = [self._index[v] for v in nodes]
         except KeyError as e:
             raise ValueError(f"node {e.args[0]!r} is not in the graph") from None
-        return torch.tensor(idx, dtype=resolve_dtype(dtype), device=device)[:, None]
+        return torch.tensor(idx, dtype=dtype, device=device)[:, None]
+
+    def _check_dtype(self, dtype: torch.dtype, name: str) -> None:
+        """Refuse a float dtype that cannot represent every node index exactly.
+
+        A binary float with ``p`` significand bits holds every integer up to
+        ``2**p = 2 / eps``; above that, consecutive indices round together.
+        """
+        exact = round(2 / torch.finfo(dtype).eps)
+        if self.num_nodes - 1 > exact:
+            raise TypeError(
+                f"{name} has dtype {dtype}, which cannot represent every node index of this graph "
+                f"({self.num_nodes} nodes, indices up to {self.num_nodes - 1}; {dtype} is exact only for "
+                f"integers up to {exact}); use torch.float32 or torch.float64"
+            )
 
     def distance_matrix(self, like: Tensor) -> Tensor:
         key = (like.dtype, like.device)
@@ -91,23 +110,32 @@ class GraphSpace(Manifold):
         return self._cache[key]
 
     def _check(self, x: Tensor, name: str) -> None:
-        if bool((x != torch.round(x)).any()) or bool(((x < 0) | (x >= self.num_nodes)).any()):
+        self._check_dtype(x.dtype, name)
+        # compare with the largest index (exact in the checked dtype), not with
+        # num_nodes, which a low-precision comparison may round down onto it
+        if bool((x != torch.round(x)).any()) or bool(((x < 0) | (x > self.num_nodes - 1)).any()):
             raise ValueError(
                 f"{name} must hold node indices: integers in [0, {self.num_nodes}); "
                 "use GraphSpace.points(nodes) to build them"
             )
 
     def _dist(self, x: Tensor, y: Tensor) -> Tensor:
+        # also with validate=False: a dtype check costs no device sync
+        self._check_dtype(x.dtype, "x")
+        self._check_dtype(y.dtype, "y")
         D = self.distance_matrix(x)
         i, j = x[..., 0].long(), y[..., 0].long()
         return D[i, j]
 
     def _cdist_block(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check_dtype(x.dtype, "x")
+        self._check_dtype(y.dtype, "y")
         D = self.distance_matrix(x)
         return D[x[:, 0].long()[:, None], y[:, 0].long()[None, :]]
 
     def _random_uniform(self, n, generator, dtype, device) -> Tensor:
         """Nodes drawn uniformly (with replacement)."""
+        self._check_dtype(dtype, "dtype")
         idx = torch.randint(self.num_nodes, (n, 1), generator=generator, device=device)
         return idx.to(dtype)
 

@@ -515,3 +515,48 @@ def test_connectivity_reads_a_real_prior_term_after_pruning():
                               manifold=torus, seed=0)
     assert from_term.summary() == by_hand.summary()
     assert from_term.n_edges < 24 * 23 / 2  # the pruned entries are not edges
+
+
+@pytest.mark.parametrize(
+    "command,flags,message",
+    [
+        ("topology", ["--manifold", "torus", "--scale", "-1"], r"--scale must be a finite positive number; got -1"),
+        ("topology", ["--manifold", "circle", "--scale", "nan"], r"--scale must be a finite positive number"),
+        ("topology", ["--maxdim", "-1"], r"--maxdim must be an int >= 0"),
+        ("topology", ["--coeff", "4"], r"--coeff must be a prime"),
+        ("topology", ["--coeff", "1"], r"--coeff must be an int >= 2"),
+        ("topology", ["--landmarks", "0"], r"--landmarks must be an int >= 1"),
+        ("topology", ["--sparse", "2"], r"--sparse must be in \(0, 1\)"),
+        ("topology", ["--sparse", "-0.5"], r"--sparse must be a finite positive number"),
+        ("topology", ["--min-persistence", "1", "--min-persistence", "-1"],
+         r"--min-persistence must be a finite non-negative number; got -1"),
+        ("topology", ["--manifold", "klein"], r"points \(.*x3\.npy\) must have shape \(\.\.\., 2\)"),
+        ("topology", ["--points-with-nan"], r"points \(.*nan\.npy\) .*NaN"),
+        ("graph", ["--threshold", "-1"], r"--threshold must be a finite non-negative number"),
+        ("graph", ["--threshold", "nan"], r"--threshold must be a finite non-negative number"),
+        ("graph", ["--seed", "-1"], r"--seed must be an int >= 0"),
+        ("graph", ["--points", "P", "--manifold", "torus", "--scale", "-2"], r"--scale must be a finite positive"),
+        ("graph", ["--points", "P", "--manifold", "sphere", "--scale", "0"], r"--scale must be a finite positive"),
+    ],
+)
+def test_cli_errors_name_the_flag(tmp_path, command, flags, message):
+    import moduli.analysis.cli  # noqa: F401  (registers the subcommands)
+    from moduli.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x3.npy", rng.normal(size=(12, 3)))
+    bad = rng.normal(size=(12, 3))
+    bad[2, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    np.save(tmp_path / "w.npy", ring_lattice(8, 2))
+    np.save(tmp_path / "p.npy", rng.uniform(size=(8, 2)))
+    if command == "topology":
+        src = "nan.npy" if flags == ["--points-with-nan"] else "x3.npy"
+        flags = [] if flags == ["--points-with-nan"] else flags
+    else:
+        src = "w.npy"
+        flags = [str(tmp_path / "p.npy") if f == "P" else f for f in flags]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=rf"^moduli {command}: {message}"):
+        main([command, str(tmp_path / src), *flags, "--out", str(out)])
+    assert not out.exists()

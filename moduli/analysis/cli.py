@@ -16,8 +16,10 @@ import os
 import numpy as np
 import torch
 
+from .. import _validate
 from .._commands import command
 from ..manifolds import catalog
+from ._checks import as_numpy_2d, check_int, check_nonnegative, check_prime
 
 __all__ = ["load_array", "make_manifold"]
 
@@ -61,6 +63,17 @@ def make_manifold(name: str, scale: float, coord_dim: int):
         raise SystemExit(f"--manifold {name} --scale {scale}: {exc}")
 
 
+def _check_points(command: str, M, x: torch.Tensor, what: str) -> None:
+    """Exit naming the file (and so the argument) whose entries are not finite or not on ``M``."""
+    try:
+        if M is None:
+            as_numpy_2d(x, what)
+        else:
+            M.check_points(x, what, ndim=2)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"moduli {command}: {exc}") from None
+
+
 def _check_out(path: str, force: bool) -> str:
     """Refuse a non-empty existing directory (unless ``force``); create it later, after success."""
     if os.path.exists(path) and (not os.path.isdir(path) or (os.listdir(path) and not force)):
@@ -74,6 +87,28 @@ def _jsonable(v):
     if isinstance(v, (np.floating, np.integer)):
         return _jsonable(v.item())
     return v
+
+
+def _check_flags(command: str, checks) -> None:
+    """Run ``check(value, flag)`` for each ``(check, value, flag)``; exit naming the flag.
+
+    The library functions validate the same values again, but their messages
+    name Python arguments (``period``, ``n_landmarks``); on the command line
+    the error must name the flag that was typed.
+    """
+    for check, value, flag in checks:
+        try:
+            check(value, flag)
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"moduli {command}: {exc}") from None
+
+
+def _fraction_open(value, name):
+    """A number in the open interval (0, 1)."""
+    value = _validate.positive(value, name)
+    if value >= 1:
+        raise ValueError(f"{name} must be in (0, 1); got {value}")
+    return value
 
 
 def _space_args(p: argparse.ArgumentParser) -> None:
@@ -101,14 +136,23 @@ def _topology_args(p: argparse.ArgumentParser) -> None:
 def _topology(args: argparse.Namespace) -> int:
     from . import persistence, plot_barcode, plot_diagram
 
-    x = load_array(args.points)
-    M = make_manifold(args.manifold, args.scale, x.shape[1])
     sparse = args.sparse
     if sparse != "auto":
         try:
             sparse = None if sparse.lower() == "none" else float(sparse)
         except ValueError:
             raise SystemExit(f"moduli topology: --sparse must be 'auto', 'none' or a number; got {sparse!r}")
+    _check_flags("topology", [
+        (_validate.positive, args.scale, "--scale"),
+        (lambda v, n: check_int(v, n, 0), args.maxdim, "--maxdim"),
+        (check_prime, args.coeff, "--coeff"),
+        *([(lambda v, n: check_int(v, n, 1), args.landmarks, "--landmarks")] if args.landmarks is not None else []),
+        *([(_fraction_open, sparse, "--sparse")] if isinstance(sparse, float) else []),
+        *[(check_nonnegative, m, "--min-persistence") for m in args.min_persistence or []],
+    ])
+    x = load_array(args.points)
+    M = make_manifold(args.manifold, args.scale, x.shape[1])
+    _check_points("topology", M, x, f"points ({args.points})")
     out = _check_out(args.out, args.force)
     try:
         r = persistence(x, manifold=M, maxdim=args.maxdim, coeff=args.coeff, n_landmarks=args.landmarks,
@@ -149,9 +193,17 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
 def _graph(args: argparse.Namespace) -> int:
     from . import connectivity, plot_degree_histogram, plot_edge_length_histogram
 
+    _check_flags("graph", [
+        (_validate.positive, args.scale, "--scale"),
+        (check_nonnegative, args.threshold, "--threshold"),
+        (lambda v, n: check_int(v, n, 0), args.seed, "--seed"),
+    ])
     W = load_array(args.weight)
     pts = load_array(args.points) if args.points else None
+    _check_points("graph", None, W, f"weight ({args.weight})")
     M = make_manifold(args.manifold, args.scale, pts.shape[1]) if pts is not None else None
+    if pts is not None:
+        _check_points("graph", M, pts, f"--points ({args.points})")
     out = _check_out(args.out, args.force)
     try:
         s = connectivity(W, points=pts, manifold=M, threshold=args.threshold, directed=args.directed,

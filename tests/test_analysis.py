@@ -560,3 +560,20 @@ def test_cli_errors_name_the_flag(tmp_path, command, flags, message):
     with pytest.raises(SystemExit, match=rf"^moduli {command}: {message}"):
         main([command, str(tmp_path / src), *flags, "--out", str(out)])
     assert not out.exists()
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    C = mf.Circle(5.0)
+    x = C.random_uniform(40, generator=gen(2), dtype=torch.float64)
+    kw_py = dict(manifold=C, maxdim=1, coeff=3, n_landmarks=30, max_edge_length=20.0)
+    kw_np = dict(manifold=C, maxdim=np.int64(1), coeff=np.int64(3), n_landmarks=np.int64(30),
+                 max_edge_length=np.float32(20.0))
+    a, b = an.persistence(x, **kw_py), an.persistence(x, **kw_np)
+    assert all(np.array_equal(p, q) for p, q in zip(a.diagrams, b.diagrams))
+    assert a.betti(1.5) == b.betti(np.float32(1.5))
+    assert np.array_equal(a.lifetimes(1), b.lifetimes(np.int64(1)))
+    W = torch.as_tensor(ring_lattice(12, 4))
+    s_py = an.connectivity(W, threshold=0.5, seed=1, max_sources=4, n_random=2)
+    s_np = an.connectivity(W, threshold=np.float32(0.5), seed=np.int64(1), max_sources=np.int64(4),
+                           n_random=np.int64(2))
+    assert s_np.summary() == s_py.summary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -561,3 +562,48 @@ def test_models_that_cast_their_inputs_still_run():
     torch.manual_seed(0)
     path = geodesic.sparsify(Casting(), torch.randint(0, 5, (8,)), 0.5, steps=3, progress=False)
     assert targets.sparsity(path.model.lin.weight) == 0.5
+
+
+# --------------------------------------------------------------------------- numpy scalars
+
+
+def _walk_of(path):
+    return [(r["step"], r["distance"], r["step_norm"]) for r in path.history], flat_params(path.model)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda net, x, n: geodesic.sparsify(net, x, n.f(0.5), steps=n.i(4), eps=n.f(2**-5), beta=n.f(0.5),
+                                            tol=n.f(2**-7), lanczos_iters=n.i(6), batch_size=n.i(8), seed=n.i(3),
+                                            eval_every=n.i(2), keep_every=n.i(2), restore=n.f(0.25),
+                                            evaluate=lambda m: n.f(0.5), progress=False),
+        lambda net, x, n: geodesic.sparsify(net, x, n.f(0.5), mode="compensate", steps=n.i(3),
+                                            evaluate=lambda m: {"acc": n.f(0.75)}, progress=False),
+        lambda net, x, n: geodesic.sparsify(net, x, n.f(0.5), options=geodesic.GeodesicOptions(
+            steps=n.i(3), eps=n.f(2**-4), seed=n.i(1), batch_size=n.i(5), progress=False)),
+        lambda net, x, n: geodesic.transfer(net, small_mlp(1), x, steps=n.i(3), eps=n.f(2**-4), batch_size=n.i(6),
+                                            seed=n.i(2), keep_every=n.i(1), progress=False),
+        lambda net, x, n: geodesic.line_length(net, small_mlp(1), x, segments=n.i(3), batch_size=n.i(4), seed=n.i(5)),
+    ],
+)
+def test_numpy_scalars_behave_like_python_numbers(call):
+    py = SimpleNamespace(f=float, i=int)
+    # np.float64 is a float subclass; np.float32 and np.int64 are not Python numbers.
+    # Values exact in float32 so that both calls see the same numbers.
+    npy = SimpleNamespace(f=np.float32, i=np.int64)
+    x = torch.randn(12, 6, generator=torch.Generator().manual_seed(0))
+    a, b = call(small_mlp(), x, py), call(small_mlp(), x, npy)
+    if isinstance(a, dict):
+        assert a == b
+        return
+    assert _walk_of(b)[0] == _walk_of(a)[0]
+    assert torch.equal(_walk_of(b)[1], _walk_of(a)[1])
+    assert [k for k, _ in b.points] == [k for k, _ in a.points]
+    assert all(r.get("metric", r.get("acc")) in (None, 0.5, 0.75) for r in b.history)
+
+
+def test_options_store_numpy_scalars_as_python_numbers():
+    o = geodesic.GeodesicOptions(steps=np.int64(7), eps=np.float32(0.25), batch_size=np.int64(3), seed=np.int64(2))
+    assert (type(o.steps), type(o.eps), type(o.batch_size), type(o.seed)) == (int, float, int, int)
+    assert o == geodesic.GeodesicOptions(steps=7, eps=0.25, batch_size=3, seed=2)

@@ -750,3 +750,24 @@ def test_graph_accepts_dtypes_that_hold_every_node_id(dtype, exact):
     assert G.dist(x[:1], x[1:2]).shape == (1,)
     s = G.random_uniform(50, dtype=dtype, generator=torch.Generator().manual_seed(0))
     assert bool(((s >= 0) & (s <= n - 1) & (s == s.round())).all())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda f, i: mf.Circle(f(5.0)),
+        lambda f, i: mf.Sphere(i(2), f(5.0)),
+        lambda f, i: mf.FlatTorus(i(2), f(10.0)),
+        lambda f, i: mf.KleinBottle(f(10.0)),
+        lambda f, i: mf.Euclidean(i(3), extent=f(2.5)),
+        lambda f, i: mf.Product(mf.Circle(f(2.0)), mf.Euclidean(i(1))),
+        lambda f, i: mf.catalog.at_scale("torus", f(4.0), i(3)),
+    ],
+)
+def test_numpy_scalars_build_the_same_spaces(make):
+    py, npy = make(float, int), make(np.float32, np.int64)  # values exact in float32
+    assert repr(npy) == repr(py)
+    a = py.random_uniform(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    b = npy.random_uniform(np.int64(5), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(a, b)
+    assert torch.equal(py.cdist(a), npy.cdist(b))

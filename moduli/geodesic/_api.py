@@ -226,11 +226,11 @@ def line_length(
     """
     check_model("model_start", model_start)
     check_model("model_end", model_end)
-    _validate.integer(segments, "segments", minimum=1)
+    segments = _validate.integer(segments, "segments", minimum=1)
     _validate.choice(metric, "metric", METRICS)
     if batch_size is not None:
-        _validate.integer(batch_size, "batch_size", minimum=1)
-    _validate.integer(seed, "seed")
+        batch_size = _validate.integer(batch_size, "batch_size", minimum=1)
+    seed = _validate.integer(seed, "seed")
     work = copy.deepcopy(model_start).eval()
     names, shapes, w0 = walk_parameters(work, "model_start")
     names1, shapes1, w1 = walk_parameters(model_end, "model_end")

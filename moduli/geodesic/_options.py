@@ -94,21 +94,27 @@ class GeodesicOptions:
     progress: bool = True
 
     def __post_init__(self):
-        _validate.integer(self.steps, "steps", minimum=0)
-        _validate.positive(self.eps, "eps")
-        _validate.positive(self.beta, "beta")
+        # each number is stored as the Python int/float its check returns, so
+        # numpy scalars (np.float32(0.01), np.int64(300)) behave exactly like
+        # the Python numbers they convert to
+        def put(field, value):
+            object.__setattr__(self, field, value)
+
+        put("steps", _validate.integer(self.steps, "steps", minimum=0))
+        put("eps", _validate.positive(self.eps, "eps"))
+        put("beta", _validate.positive(self.beta, "beta"))
         _validate.choice(self.metric, "metric", METRICS)
-        _validate.nonnegative(self.restore, "restore")
+        put("restore", _validate.nonnegative(self.restore, "restore"))
         if self.evaluate is not None and not callable(self.evaluate):
             raise TypeError(f"evaluate must be callable or None; got {type(self.evaluate).__name__}")
-        _validate.integer(self.eval_every, "eval_every", minimum=1)
+        put("eval_every", _validate.integer(self.eval_every, "eval_every", minimum=1))
         if self.batch_size is not None:
-            _validate.integer(self.batch_size, "batch_size", minimum=1)
-        _validate.integer(self.lanczos_iters, "lanczos_iters", minimum=1)
-        _validate.positive(self.tol, "tol")
+            put("batch_size", _validate.integer(self.batch_size, "batch_size", minimum=1))
+        put("lanczos_iters", _validate.integer(self.lanczos_iters, "lanczos_iters", minimum=1))
+        put("tol", _validate.positive(self.tol, "tol"))
         if self.keep_every is not None:
-            _validate.integer(self.keep_every, "keep_every", minimum=1)
-        _validate.integer(self.seed, "seed")
+            put("keep_every", _validate.integer(self.keep_every, "keep_every", minimum=1))
+        put("seed", _validate.integer(self.seed, "seed"))
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be a bool; got {type(self.progress).__name__}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -51,10 +52,10 @@ class WalkState:
 
 
 def as_metrics(res) -> dict:
-    """``evaluate``'s result as a dict of floats."""
+    """``evaluate``'s result as a dict of floats (numpy scalars included)."""
     if isinstance(res, dict):
         return {str(k): float(v) for k, v in res.items()}
-    if isinstance(res, (int, float)) or (isinstance(res, Tensor) and res.numel() == 1):
+    if isinstance(res, numbers.Real) or (isinstance(res, Tensor) and res.numel() == 1):
         return {"metric": float(res)}
     raise TypeError(f"evaluate must return a dict of floats or a float, got {type(res).__name__}")
 

@@ -771,3 +771,77 @@ def test_numpy_scalars_build_the_same_spaces(make):
     b = npy.random_uniform(np.int64(5), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.equal(a, b)
     assert torch.equal(py.cdist(a), npy.cdist(b))
+
+
+# --------------------------------------------------------------------------- Euclidean overflow
+
+
+def _plain_euclidean(x, y):
+    from moduli.manifolds.base import safe_sqrt
+    from moduli.manifolds.euclidean import squared_norm_of_difference
+
+    return safe_sqrt(squared_norm_of_difference(x, y))
+
+
+@pytest.mark.parametrize("dtype,big", [(torch.float64, 1e200), (torch.float32, 1e30), (torch.float16, 1e3)])
+def test_euclidean_large_finite_points_have_finite_accurate_distances(dtype, big):
+    E = mf.Euclidean(3)
+    x = torch.tensor([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [3.0, 4.0, 12.0]], dtype=torch.float64) * big
+    d = E.cdist(x.to(dtype))
+    want = torch.tensor([[0.0, 5.0, 13.0], [5.0, 0.0, 12.0], [13.0, 12.0, 0.0]], dtype=torch.float64) * big
+    assert bool(torch.isfinite(d).all())
+    rel = 4 * torch.finfo(dtype).eps
+    assert torch.allclose(d.double(), want, rtol=rel, atol=0.0)
+    assert torch.allclose(E.dist(x[1].to(dtype), x[2].to(dtype)).double(), want[1, 2], rtol=rel, atol=0.0)
+    # the plain formula overflows on these points (the defect)
+    assert not bool(torch.isfinite(_plain_euclidean(x[:, None].to(dtype), x[None].to(dtype))).all())
+    # only a distance beyond the dtype's range is infinite
+    edge = torch.finfo(dtype).max
+    far = torch.tensor([[edge, 0.0, 0.0], [-edge, 0.0, 0.0]], dtype=dtype)
+    assert E.cdist(far)[0, 1].item() == math.inf
+
+
+@pytest.mark.parametrize("dtype,k", [(torch.float64, 600), (torch.float64, -600), (torch.float32, 90),
+                                     (torch.float32, -90)])
+def test_euclidean_distance_scales_exactly_with_powers_of_two(dtype, k):
+    # x * 2**k is exact, so its distances must be exactly the distances times 2**k,
+    # also far outside the range where the squares are representable
+    E = mf.Euclidean(3)
+    x = E.random_uniform(40, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    y = E.random_uniform(30, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    f = math.ldexp(1.0, k)
+    assert torch.equal(E.cdist(x * f, y * f), E.cdist(x, y) * f)
+    assert torch.equal(E.dist(x[:30] * f, y * f), E.dist(x[:30], y) * f)
+    assert bool((E.cdist(x * f, y * f) > 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_euclidean_ordinary_distances_and_gradients_are_the_plain_formula_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(5)
+    E = mf.Euclidean(3)
+    x = 10 * torch.rand(300, 3, generator=g, dtype=dtype)
+    y = 10 * torch.rand(200, 3, generator=g, dtype=dtype)
+    plain = _plain_euclidean(x[:, None], y[None])
+    assert torch.equal(E.cdist(x, y), plain)
+    assert torch.equal(E.dist(x[:200], y), _plain_euclidean(x[:200], y))
+    w = torch.rand(300, 200, generator=g, dtype=dtype)
+    grads = []
+    for f in (lambda a, b: E.cdist(a, b), lambda a, b: _plain_euclidean(a[:, None], b[None])):
+        a, b = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        (f(a, b) * w).sum().backward()
+        grads.append((a.grad, b.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_euclidean_gradients_are_finite_at_zero_and_for_huge_points():
+    E = mf.Euclidean(3)
+    x = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    E.cdist(x).sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
+    z = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    E.dist(z[0], z[1]).backward()
+    assert z.grad.abs().sum().item() == 0.0
+    h = torch.tensor([[0.0, 0.0, 0.0], [3e200, 4e200, 0.0]], dtype=torch.float64, requires_grad=True)
+    E.dist(h[0], h[1]).backward()
+    assert torch.allclose(h.grad, torch.tensor([[-0.6, -0.8, 0.0], [0.6, 0.8, 0.0]], dtype=torch.float64))
+    check_manifold(mf.Euclidean(3))

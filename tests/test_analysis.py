@@ -287,6 +287,38 @@ def test_gaussian_null_keeps_the_mean_and_covariance():
 # With 19 surrogates and quantile 1 about 1 loop-free data set in 20 shows a significant bar (the
 # rule's nominal rate, measured in benchmarks/activity_null.py); of seeds 0-7 here, blobs 1 and 4 and
 # RNN 7 are such cases, so these seeds are fixed, not a sample.
+def test_phase_null_keeps_the_mean_covariance_and_spectra():
+    from moduli.analysis.activity import _phase_null
+
+    rng = np.random.default_rng(0)
+    for n in (200, 201):   # even n has a Nyquist coefficient
+        S = rng.standard_normal((n, 3)) @ rng.standard_normal((3, 8)) + 5.0
+        X = _phase_null(S)(rng)
+        np.testing.assert_allclose(X.mean(0), S.mean(0), atol=1e-10)
+        np.testing.assert_allclose(np.cov(X.T), np.cov(S.T), atol=1e-10)
+        FX, FS = np.fft.rfft(X - X.mean(0), axis=0), np.fft.rfft(S - S.mean(0), axis=0)
+        np.testing.assert_allclose(FX[:, :, None] * FX[:, None].conj(), FS[:, :, None] * FS[:, None].conj(),
+                                   atol=1e-8)   # every (cross-)periodogram
+        assert np.abs(X - S).mean() > 0.5
+
+
+def _slow_ar1(seed: int, n: int, rho: float = 0.98) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((n, 3))
+    z = np.zeros((n, 3))
+    z[0] = e[0]
+    for t in range(1, n):
+        z[t] = rho * z[t - 1] + math.sqrt(1 - rho ** 2) * e[t]
+    return _mixed(z, rng)
+
+
+def test_phase_null_accounts_for_slow_dynamics():
+    # ~50-step correlation time: few independent samples, a clumpy cloud that beats i.i.d. draws.
+    states = _slow_ar1(0, 400)
+    assert an.activity_topology(states, n_points=150).significant[1] > 0
+    assert an.activity_topology(states, n_points=150, null="phase").significant == [1, 0]
+
+
 @pytest.mark.parametrize("seed", [0, 2, 3])
 def test_default_null_finds_no_loop_in_correlated_loop_free_activity(seed):
     blob = an.activity_topology(_blob(seed), n_points=120)
@@ -331,7 +363,7 @@ def test_activity_rejects_bad_states():
     with pytest.raises(TypeError, match="model"):
         an.hidden_state_topology(3, torch.zeros(2, 2))
     ok = np.random.default_rng(0).normal(size=(20, 3))
-    with pytest.raises(ValueError, match="null must be one of 'gaussian', 'time-shuffle'; got 'shuffle'"):
+    with pytest.raises(ValueError, match="null must be one of 'gaussian', 'phase', 'time-shuffle'; got 'shuffle'"):
         an.activity_topology(ok, null="shuffle")
     with pytest.raises(TypeError, match="null"):
         an.activity_topology(ok, null=None)

@@ -15,6 +15,15 @@ Nulls (``null=``):
     principal axes and their variances, hence the scale of the cloud), so it
     tests *"is there more topology than in a loop-free Gaussian cloud of the
     same shape?"*.
+``"phase"``
+    Multivariate phase randomisation: the Fourier transform in time of every
+    neuron is rotated by the same random phase at each frequency. It keeps
+    each neuron's power spectrum and every cross-spectrum, hence the
+    covariance at every lag (lag 0 exactly), so it tests *"is there more
+    topology than in a stationary linear Gaussian process with the same
+    spectra?"* -- the null to use when the states are a slowly varying time
+    series, whose few independent samples make clumpy clouds with bars of
+    their own.
 ``"time-shuffle"``
     Each neuron's activity is permuted independently in time. It keeps every
     single-neuron distribution but destroys the correlations between neurons,
@@ -37,7 +46,7 @@ from .homology import PersistenceResult, persistence
 __all__ = ["ActivityTopology", "activity_topology", "hidden_state_topology", "collect_hidden_states", "NULLS"]
 
 #: Null hypotheses accepted by ``activity_topology(null=...)``.
-NULLS = ("gaussian", "time-shuffle")
+NULLS = ("gaussian", "phase", "time-shuffle")
 
 
 @dataclass
@@ -149,6 +158,22 @@ def _gaussian_null(S: np.ndarray) -> Callable:
     return draw
 
 
+def _phase_null(S: np.ndarray) -> Callable:
+    """Sampler of multivariate phase-randomised copies of ``S`` (same random phase for all columns)."""
+    n = S.shape[0]
+    mean = S.mean(0, keepdims=True)
+    F = np.fft.rfft(S - mean, axis=0)
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        phase = np.exp(2j * np.pi * rng.random(F.shape[0]))
+        phase[0] = 1.0  # the mean (zero after centring)
+        if n % 2 == 0:
+            phase[-1] = rng.choice((-1.0, 1.0))  # the Nyquist coefficient stays real
+        return mean + np.fft.irfft(F * phase[:, None], n=n, axis=0)
+
+    return draw
+
+
 def _time_shuffle_null(S: np.ndarray) -> Callable:
     """Sampler of ``S`` with each column permuted independently."""
 
@@ -161,7 +186,7 @@ def _time_shuffle_null(S: np.ndarray) -> Callable:
     return draw
 
 
-_NULL_SAMPLERS = {"gaussian": _gaussian_null, "time-shuffle": _time_shuffle_null}
+_NULL_SAMPLERS = {"gaussian": _gaussian_null, "phase": _phase_null, "time-shuffle": _time_shuffle_null}
 
 
 def activity_topology(
@@ -185,7 +210,7 @@ def activity_topology(
     ----------
     states : Tensor or array, shape=[..., n_neurons]
         Activity; all leading axes are flattened into samples (time points).
-    null : {"gaussian", "time-shuffle"}
+    null : {"gaussian", "phase", "time-shuffle"}
         Null hypothesis the surrogates are drawn under.
 
         ``"gaussian"`` (default): ``n_states`` i.i.d. draws from the Gaussian
@@ -194,7 +219,23 @@ def activity_topology(
         a significant bar means more topology than a loop-free Gaussian cloud
         of the same shape produces. Non-Gaussian but loop-free activity
         (clusters, sharp edges, heavy tails) can still beat it, chiefly in H0:
-        read a significant bar as "not Gaussian here", then look at it.
+        read a significant bar as "not Gaussian here", then look at it. It
+        ignores the order of the states, so it suits states sampled
+        independently (random inputs, many trials); a slowly varying time
+        series has fewer independent samples than states, and its clumpy
+        cloud can beat it (use ``"phase"``).
+
+        ``"phase"``: multivariate phase randomisation (Prichard & Theiler,
+        1994): the real FFT in time of all neurons is multiplied by one
+        random phase per frequency. Each neuron's power spectrum and every
+        cross-spectrum survive, hence the mean and the covariance at every
+        (circular) lag, lag 0 included, exactly; the surrogate is
+        approximately Gaussian. It tests for more topology than a stationary
+        linear Gaussian process with the data's spectra produces. The states
+        must be one time series in order: sequences of a batch are pooled end
+        to end, and the seams count as jumps. A loop traced periodically (a
+        ring at constant speed) is itself such a process, so this null keeps
+        it and cannot detect it; use ``"gaussian"`` there.
 
         ``"time-shuffle"``: each neuron's activity permuted independently in
         time. It keeps single-neuron distributions and destroys all
@@ -242,7 +283,10 @@ def activity_topology(
     (centring, PCA to their own leading components, max–min landmarks) as
     the data, which they do, and to come from the null fitted to the data;
     the Gaussian null uses the sample mean and covariance, a negligible
-    difference for hundreds of states. A quantile below 1 gives a false-alarm
+    difference for hundreds of independent states; the phase null keeps the
+    data's spectra exactly, and the time-shuffle null is an exact permutation
+    test of its hypothesis (independent neurons, states exchangeable in time).
+    A quantile below 1 gives a false-alarm
     rate of about ``1 - quantile`` with more surrogates needed to estimate it.
     Second and later bars are compared with the null's *longest* bar, which is
     conservative for them.

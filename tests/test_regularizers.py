@@ -636,3 +636,12 @@ def test_zero_width_layers_and_foreign_states_are_clear_errors():
     small = rg.attach(nn.RNN(3, 5), prior)
     with pytest.raises(ValueError, match="does not fit this one: emb.hidden_l0.fixed has shape \\(6, 2\\), here \\(5, 2\\)"):
         small.load_state_dict(rg.attach(nn.RNN(3, 6), prior).state_dict())
+
+
+def test_points_of_another_dtype_follow_the_model():
+    model = nn.RNN(2, 5)
+    pts = TORUS.random_uniform(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    priors = rg.attach(model, rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians()), points={"weight_hh_l0": pts})
+    term = priors.terms["weight_hh_l0"]
+    assert term.points_out.dtype == torch.float32 and torch.allclose(term.points_out.double(), pts)
+    assert priors.penalty().dtype == torch.float32

@@ -372,7 +372,10 @@ def test_workers_die_with_their_parent(tmp_path, sig):
     cmd = [sys.executable, "-m", "moduli.cli", "run", "navigation", "--preset", "smoke", "--regime", "none",
            "--seeds", "2", "--workers", "2", "--threads", "1", "--steps", "100000", "--no-progress",
            "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN: give the
+    # sweep the default disposition a terminal user's process has
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     workers: set[int] = set()
     try:
         deadline = time.monotonic() + 60

@@ -141,16 +141,20 @@ def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
     return resolve(module, name)
 
 
+def _pruned(owner: nn.Module, attr: str) -> bool:
+    """:func:`is_pruned` for an attribute of ``owner`` itself (no name resolution)."""
+    return (attr + _ORIG) in owner._parameters and (attr + _MASK) in owner._buffers
+
+
 def is_pruned(module: nn.Module, name: str) -> bool:
     """Whether ``name`` is reparametrized by ``torch.nn.utils.prune`` (``name_orig`` and ``name_mask``)."""
-    module, attr = _owner(module, name)
-    return (attr + _ORIG) in module._parameters and (attr + _MASK) in module._buffers
+    return _pruned(*_owner(module, name))
 
 
 def mask_of(module: nn.Module, name: str) -> Optional[Tensor]:
     """The pruning mask buffer of ``name`` (the live buffer, not a copy), or None."""
     module, attr = _owner(module, name)
-    return module._buffers[attr + _MASK] if is_pruned(module, attr) else None
+    return module._buffers[attr + _MASK] if _pruned(module, attr) else None
 
 
 def effective_weight(module: nn.Module, name: str) -> Tensor:
@@ -159,7 +163,7 @@ def effective_weight(module: nn.Module, name: str) -> Tensor:
     Computed afresh at each call (never stale, differentiable in ``orig``).
     """
     module, attr = _owner(module, name)
-    if is_pruned(module, attr):
+    if _pruned(module, attr):
         return module._parameters[attr + _ORIG] * module._buffers[attr + _MASK]
     return module._parameters[attr]
 
@@ -167,7 +171,7 @@ def effective_weight(module: nn.Module, name: str) -> Tensor:
 def stored_parameter(module: nn.Module, name: str) -> nn.Parameter:
     """The leaf parameter behind ``name`` (``name_orig`` when pruned): what optimizers update."""
     module, attr = _owner(module, name)
-    if is_pruned(module, attr):
+    if _pruned(module, attr):
         return module._parameters[attr + _ORIG]
     return module._parameters[attr]
 
@@ -185,8 +189,7 @@ def resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:
         module = model.get_submodule(mod_name) if mod_name else model
     except AttributeError:
         raise ValueError(f"{type(model).__name__} has no submodule {mod_name!r} (from {name!r})") from None
-    if attr not in module._parameters and not ((attr + _ORIG) in module._parameters
-                                                and (attr + _MASK) in module._buffers):
+    if attr not in module._parameters and not _pruned(module, attr):
         raise ValueError(f"{type(model).__name__} has no parameter {name!r}")
     return module, attr
 
@@ -200,8 +203,8 @@ def direct_parameters(module: nn.Module) -> list[tuple[str, str, Tensor]]:
     for pname, param in module._parameters.items():
         if param is None:
             continue
-        attr = pname[: -len(_ORIG)] if pname.endswith(_ORIG) and (pname[: -len(_ORIG)] + _MASK) in module._buffers \
-            else pname
+        base = pname[: -len(_ORIG)]
+        attr = base if pname.endswith(_ORIG) and _pruned(module, base) else pname
         out.append((pname, attr, param))
     return out
 
@@ -226,7 +229,7 @@ def weight_names(model: nn.Module) -> list[str]:
 
 def pruned_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """Every weight reparametrized by ``torch.nn.utils.prune``: ``(name, module, attr)``."""
-    return [(e.name, e.module, e.attr) for e in weight_entries(model) if is_pruned(e.module, e.attr)]
+    return [(e.name, e.module, e.attr) for e in weight_entries(model) if _pruned(e.module, e.attr)]
 
 
 @torch.no_grad()
@@ -247,7 +250,7 @@ def _recompute_out_proj(attention: nn.Module, args) -> None:
     never runs and the stale product would be backpropagated twice.
     """
     out = attention.out_proj
-    if is_pruned(out, "weight"):
+    if _pruned(out, "weight"):
         setattr(out, "weight", out._parameters["weight" + _ORIG] * out._buffers["weight" + _MASK])
 
 
@@ -271,7 +274,7 @@ def install_mask(module: nn.Module, name: str, mask: Tensor) -> None:
     forward as well.
     """
     owner, attr = _owner(module, name)
-    if is_pruned(owner, attr):
+    if _pruned(owner, attr):
         buf = owner._buffers[attr + _MASK]
         buf.mul_(mask.reshape(buf.shape).to(device=buf.device, dtype=buf.dtype))
     else:
@@ -312,7 +315,7 @@ def restore_masks(model: nn.Module, saved: dict[str, Tensor]) -> None:
 def strip_pruning(module: nn.Module) -> nn.Module:
     """Make the masks of ``module``'s own pruned weights permanent (``torch.nn.utils.prune.remove``)."""
     for _, attr, _ in direct_parameters(module):
-        if is_pruned(module, attr):
+        if _pruned(module, attr):
             prune.remove(module, attr)
     return module
 
@@ -508,7 +511,7 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
     aliases = {}
     for _, e in layouts:
         aliases[e.name] = e.name
-        if is_pruned(e.module, e.attr):
+        if _pruned(e.module, e.attr):
             aliases[e.name + _ORIG] = e.name
     chosen: list[str] = []
 

@@ -247,9 +247,8 @@ class Term(nn.Module):
         return ws
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written by moduli 0.1 stored a uniform (L1) coefficient as an empty buffer
         key = prefix + "coeff"
-        if key in state_dict and state_dict[key].numel() == 0 and self.coeff.ndim == 0:
+        if key in state_dict and _legacy_uniform(state_dict[key], self.coeff):
             state_dict = dict(state_dict)
             state_dict[key] = self.coeff.detach().clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -343,7 +342,7 @@ class PriorSet(nn.Module):
         own = self.state_dict()
         for key, value in state_dict.items():
             if key in own and isinstance(value, Tensor) and own[key].shape != value.shape \
-                    and not (key.endswith(".coeff") and value.numel() == 0 and own[key].ndim == 0):
+                    and not (key.endswith(".coeff") and _legacy_uniform(value, own[key])):
                 raise ValueError(f"the saved prior set does not fit this one: {key} has shape {tuple(value.shape)}, "
                                  f"here {tuple(own[key].shape)} (a prior set of another model or size?)")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -486,6 +485,11 @@ class PriorSet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"prior={self.prior!r}, targets={list(self.terms)}, frozen={self._frozen}"
+
+
+def _legacy_uniform(saved: Tensor, own: Tensor) -> bool:
+    """A uniform (L1) coefficient saved by moduli 0.1, which stored it as an empty buffer."""
+    return saved.numel() == 0 and own.ndim == 0
 
 
 def _group_sizes(layouts: list[tg.TargetLayout]) -> dict[str, int]:

@@ -43,6 +43,12 @@ def report(prog: str, exc: BaseException, code: int = 1) -> int:
     return code
 
 
+def interrupted(prog: str, out: Path) -> int:
+    """Report a Ctrl-C of a sweep writing to ``out`` (its finished phases are kept) and return 130."""
+    return report(prog, KeyboardInterrupt(
+        f"interrupted; the phases finished are in {out / RESULTS_FILE}: the same command resumes"), 130)
+
+
 def _silence(name: str) -> None:
     """Point ``sys.stdout`` or ``sys.stderr`` at the null device (its reader went away)."""
     stream = getattr(sys, name)
@@ -205,8 +211,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError, OSError) as exc:  # a BrokenPipeError of stderr's progress bars too
         return report("moduli run", exc)
     except KeyboardInterrupt:
-        return report("moduli run", KeyboardInterrupt(
-            f"interrupted; the phases finished are in {out / RESULTS_FILE}: the same command resumes"), 130)
+        return interrupted("moduli run", out)
     output.print(markdown_table(records))
     output.print(f"results: {out / 'results.jsonl'}; table: {csv_path}")
     return 0

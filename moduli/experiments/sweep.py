@@ -18,11 +18,11 @@ from typing import Optional
 from .._commands import command
 from .cli import (  # registers run/table/plot
     SweepOutput, _nonneg_float, _positive_int, add_regime_options, add_sweep_options, execution_options,
-    parse_sparsity, regimes_from_args, report,
+    interrupted, parse_sparsity, regimes_from_args, report,
 )
 from .regimes import parse_regime
 from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
-from .results import RECORD_FIELDS, RESULTS_FILE, read_results
+from .results import RECORD_FIELDS, read_results
 from .runner import run_sweep
 from .table import markdown_table, metric_label, summarize, write_csv
 
@@ -151,8 +151,7 @@ def sweep(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         return report("moduli sweep", exc)
     except KeyboardInterrupt:
-        return report("moduli sweep", KeyboardInterrupt(
-            f"interrupted; the phases finished are in {out / RESULTS_FILE}: the same command resumes"), 130)
+        return interrupted("moduli sweep", out)
     output.print(markdown_table(records))
     output.print(f"results: {out / 'results.jsonl'}; table: {csv_path}; plot: {png}")
     return 0

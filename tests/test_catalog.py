@@ -37,6 +37,12 @@ def test_at_scale_and_the_topology_lookup_agree():
         make_manifold("circle", -1.0, 2)
 
 
+def test_topology_scale_defaults_to_the_natural_size(capsys):
+    assert repr(make_manifold("klein", None, 2)) == "KleinBottle(side=10)"
+    assert repr(make_manifold("sphere", None, 3)) == "Sphere(dim=2, radius=5)"
+    assert "--scale not given: sphere at its natural scale 5" in capsys.readouterr().err
+
+
 def test_help_lists_the_catalog():
     parser = build_parser()
     topology = parser._subparsers._group_actions[0].choices["topology"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
@@ -19,6 +20,10 @@ from hypothesis import strategies as st
 
 from moduli import manifolds as mf
 from moduli.manifolds.testing import ManifoldCheckError, check_manifold
+
+#: geomstats is an optional extra (in ``dev``); the cross-checks against it skip without it.
+needs_geomstats = pytest.mark.skipif(importlib.util.find_spec("geomstats") is None,
+                                     reason="geomstats not installed (pip install 'moduli[geomstats]')")
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = [torch.float32, torch.float64]
@@ -207,6 +212,7 @@ def _scale(M):
 
 
 # ------------------------------------------------------- reference geometry
+@needs_geomstats
 @pytest.mark.parametrize("case", [c for c in CASES if c.builtin], ids=[c.name for c in CASES if c.builtin])
 def test_agrees_with_geomstats(case):
     match = case.space.geomstats_equivalent()
@@ -505,6 +511,7 @@ def test_unconstrained_parametrization_stays_on_space(case):
 
 
 # ----------------------------------------------------------- global state
+@needs_geomstats
 def test_import_and_geomstats_leave_torch_defaults_unchanged():
     code = (
         "import torch\n"
@@ -523,9 +530,18 @@ def test_import_and_geomstats_leave_torch_defaults_unchanged():
         assert out.returncode == 0 and out.stdout.strip() == "ok", (backend, out.stderr[-2000:])
 
 
+@needs_geomstats
 def test_geomstats_import_restores_dtype_in_process():
     torch.set_default_dtype(torch.float32)
     mf.KleinBottle().geomstats_equivalent()
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_missing_geomstats_names_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m.split(".")[0] == "geomstats"] + ["geomstats"]:
+        monkeypatch.setitem(sys.modules, name, None)  # what an environment without geomstats sees
+    with pytest.raises(ModuleNotFoundError, match=r"moduli\[geomstats\]"):
+        mf.KleinBottle().geomstats_equivalent()
     assert torch.get_default_dtype() == torch.float32
 
 

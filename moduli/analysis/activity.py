@@ -121,25 +121,13 @@ def _project(S: np.ndarray, k: int) -> tuple:
     return (S - mean) @ axes[:, :k], kept
 
 
-def _maxmin_points(P: np.ndarray, k: int) -> np.ndarray:
-    """Max–min landmarks of Euclidean points without an n x n matrix (O(n k) time, O(n) memory)."""
-    n = P.shape[0]
-    k = min(k, n)
-    idx = np.empty(k, dtype=np.int64)
-    idx[0] = 0
-    mind = ((P - P[0]) ** 2).sum(1)
-    for i in range(1, k):
-        j = int(np.argmax(mind))
-        idx[i] = j
-        np.minimum(mind, ((P - P[j]) ** 2).sum(1), out=mind)
-    return idx
-
-
 def _pipeline(S: np.ndarray, n_components: int, n_points: int, maxdim: int, coeff: int,
               sparse) -> tuple:
     P, kept = _project(S, n_components)
     if P.shape[0] > n_points:
-        P = P[_maxmin_points(P, n_points)]
+        from gudhi.subsampling import choose_n_farthest_points  # max-min landmarks, O(n k), no n x n matrix
+
+        P = np.asarray(choose_n_farthest_points(points=P, nb_points=n_points, starting_point=0))
     return persistence(P, maxdim=maxdim, coeff=coeff, sparse=sparse), kept
 
 

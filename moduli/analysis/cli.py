@@ -12,6 +12,8 @@ import argparse
 import json
 import math
 import os
+import sys
+from typing import Optional
 
 import numpy as np
 import torch
@@ -48,15 +50,21 @@ def load_array(path: str) -> torch.Tensor:
     return t.to(torch.float64)
 
 
-def make_manifold(name: str, scale: float, coord_dim: int):
+def make_manifold(name: str, scale: Optional[float], coord_dim: int):
     """The built-in space ``name`` at ``scale`` (radius, period or side); None for Euclidean.
 
-    Spaces come from :func:`moduli.manifolds.catalog.at_scale`.
+    Spaces come from :func:`moduli.manifolds.catalog.at_scale`. ``scale=None``
+    takes the space's natural size, the one the priors use (torus period 10,
+    sphere radius 5, ...: ``catalog.ENTRIES[name].scale``), and says so on stderr.
     """
     if name == "euclidean":
         return None
     if name not in catalog.ENTRIES:
         raise SystemExit(f"--manifold must be one of {', '.join(_SPACES)}; got {name!r}")
+    if scale is None:
+        scale = catalog.ENTRIES[name].scale
+        print(f"--scale not given: {name} at its natural scale {scale:g} "
+              f"({catalog.ENTRIES[name].description.replace('SCALE', f'{scale:g}')})", file=sys.stderr)
     try:
         return catalog.at_scale(name, scale, coord_dim)
     except (TypeError, ValueError) as exc:
@@ -115,8 +123,10 @@ def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifold", default="euclidean", choices=_SPACES,
                    help="metric of the points (default: euclidean): "
                         + catalog.describe().replace("%", "%%"))
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="SCALE of --manifold: circle/sphere radius, torus period, Klein-bottle side (default 1)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="SCALE of --manifold: circle/sphere radius, torus period, Klein-bottle side (default: the "
+                        "space's natural scale, the one the priors use: " + ", ".join(
+                            f"{n} {e.scale:g}" for n, e in catalog.ENTRIES.items()) + ")")
     p.add_argument("--out", required=True, help="new output directory")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty directory")
 
@@ -143,7 +153,7 @@ def _topology(args: argparse.Namespace) -> int:
         except ValueError:
             raise SystemExit(f"moduli topology: --sparse must be 'auto', 'none' or a number; got {sparse!r}")
     _check_flags("topology", [
-        (_validate.positive, args.scale, "--scale"),
+        *([(_validate.positive, args.scale, "--scale")] if args.scale is not None else []),
         (lambda v, n: check_int(v, n, 0), args.maxdim, "--maxdim"),
         (check_prime, args.coeff, "--coeff"),
         *([(lambda v, n: check_int(v, n, 1), args.landmarks, "--landmarks")] if args.landmarks is not None else []),
@@ -194,7 +204,7 @@ def _graph(args: argparse.Namespace) -> int:
     from . import connectivity, plot_degree_histogram, plot_edge_length_histogram
 
     _check_flags("graph", [
-        (_validate.positive, args.scale, "--scale"),
+        *([(_validate.positive, args.scale, "--scale")] if args.scale is not None else []),
         (check_nonnegative, args.threshold, "--threshold"),
         (lambda v, n: check_int(v, n, 0), args.seed, "--seed"),
     ])

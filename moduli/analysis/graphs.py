@@ -264,12 +264,12 @@ def _modularity(A: sp.csr_matrix, communities) -> float:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import rankdata
+    """Spearman's rank correlation; NaN (without scipy's warning) when either side is constant."""
+    from scipy.stats import spearmanr
 
-    ra, rb = rankdata(a), rankdata(b)
-    if ra.std() == 0 or rb.std() == 0:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def connectivity(

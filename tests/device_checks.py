@@ -49,9 +49,13 @@ def quotient_spaces() -> dict:
 
 
 def all_spaces() -> dict:
-    """Every built-in space of :mod:`moduli.manifolds.catalog` and the quotients above."""
+    """Every space of :mod:`moduli.manifolds.catalog`, the quotients above, a product and a graph."""
+    import networkx as nx
+
     spaces = {name: catalog.build(name) for name in catalog.NAMES}
     spaces.update(quotient_spaces())
+    spaces["product-circle-sphere"] = mf.Product(mf.Circle(5.0), mf.Sphere(2, 5.0))
+    spaces["graph-grid"] = mf.GraphSpace(nx.grid_2d_graph(5, 6))
     return spaces
 
 

@@ -309,9 +309,12 @@ def check_persistence(device) -> None:
         got = analysis.persistence(x.to(device, torch.float32), manifold=space, maxdim=maxdim)
         ref = analysis.persistence(x, manifold=space, maxdim=maxdim)
         for k in range(maxdim + 1):
-            assert got.diagrams[k].shape == ref.diagrams[k].shape
-            finite = torch.isfinite(torch.as_tensor(ref.diagrams[k]))
-            assert_close(torch.as_tensor(got.diagrams[k])[finite], torch.as_tensor(ref.diagrams[k])[finite],
-                         scale=_scale(space), what=f"{name} H{k} diagram on {device}")
+            # bars shorter than the float32 tolerance may appear or vanish with rounding: compare the rest
+            a, b = (torch.as_tensor(r.diagrams[k]) for r in (got, ref))
+            a, b = (d[(d[:, 1] - d[:, 0]) > 10 * ATOL * _scale(space)] for d in (a, b))
+            assert a.shape == b.shape, f"{name} H{k}: {len(a)} bars on {device}, {len(b)} in the reference"
+            finite = torch.isfinite(b)
+            assert torch.equal(torch.isfinite(a), finite)
+            assert_close(a[finite], b[finite], scale=_scale(space), what=f"{name} H{k} diagram on {device}")
         threshold = 0.25 * space.diameter
         assert got.betti(min_persistence=threshold) == ref.betti(min_persistence=threshold) == betti

@@ -1,4 +1,4 @@
-"""The prepared GPU check of issue 12: the CUDA tests, then a table of step times.
+"""The prepared GPU check: the CUDA tests, then a table of step times.
 
 One command::
 

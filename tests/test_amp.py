@@ -1,4 +1,4 @@
-"""Mixed precision and gradient accumulation with the fused prior gradient (issue 12, item 3).
+"""Mixed precision and gradient accumulation with the fused prior gradient.
 
 The recipes of ``docs/gpu.md``, checked on the CPU (``torch.amp.GradScaler("cpu")``
 and ``torch.autocast("cpu", dtype=torch.bfloat16)``; the CUDA versions differ

@@ -1,4 +1,4 @@
-"""The library on CUDA equals the library on the CPU (issue 12, item 6).
+"""The library on CUDA equals the library on the CPU.
 
 Every test compares a computation on ``cuda`` in float32 with the same one on
 the CPU in float64, through the device-agnostic bodies of

@@ -19,14 +19,15 @@ kernel slice (``slice_norm``, Appendix I.2.1).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "magnitude", "weighted_penalty", "penalty_gradient", "coefficient_matrix", "group_gather",
-    "as_coefficients", "FixedPenalty", "LivePenalty", "live_pass", "REDUCTIONS",
+    "as_coefficients", "FixedPenalty", "LivePenalty", "live_pass", "KeptPairs", "kept_pairs", "sparse_pass",
+    "REDUCTIONS", "SPARSE_DENSITY",
 ]
 
 REDUCTIONS = ("sum", "mean")
@@ -34,6 +35,12 @@ REDUCTIONS = ("sum", "mean")
 # Entries per row chunk when recomputing trained coefficients: small enough for
 # the chunk's temporaries to stay in cache, large enough to amortize Python.
 CHUNK_ENTRIES = 2**18
+
+# A pruned trained term takes the sparse pass (one distance per kept neuron
+# pair) while at most this fraction of its neuron pairs is kept. Per pair the
+# sparse pass cost 2-2.5x the dense one (gathers and scatters; torus, Klein
+# bottle and sphere at n = 1024), so it wins below about 0.4.
+SPARSE_DENSITY = 0.4
 
 
 def magnitude(weight: Tensor, exponent: float, slice_norm: bool) -> Tensor:
@@ -335,19 +342,179 @@ def live_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_ou
     return value, g_out, g_in
 
 
+class KeptPairs(NamedTuple):
+    """The neuron pairs of a pruned weight that keep at least one entry (see :func:`kept_pairs`).
+
+    Attributes
+    ----------
+    index : Tensor, shape=[P], int64
+        Flat indices into the ``(n_out, cols)`` coefficient grid, ascending.
+    rows : Tensor, shape=[P], int64
+        Output neuron of each pair (a row of ``points_out``).
+    cols : Tensor, shape=[P], int64
+        Input neuron of each pair (a row of ``points_in``; for a grouped
+        convolution the channel, not the group-local column).
+    density : float
+        ``P / (n_out * cols)``.
+    """
+
+    index: Tensor
+    rows: Tensor
+    cols: Tensor
+    density: float
+
+
+def kept_pairs(layout, mask: Tensor) -> KeptPairs:
+    """The neuron pairs whose coefficient still meets a nonzero mask entry.
+
+    A pair ``(j, k)`` is kept when any gate block's row ``j`` (any kernel
+    entry of slice ``(j, k)`` for a convolution) has a nonzero mask at
+    column ``k``. Pairs outside this set meet only zero weights, so they add
+    nothing to the penalty nor to any gradient.
+
+    Parameters
+    ----------
+    layout : moduli.targets.TargetLayout
+    mask : Tensor, shape=layout.shape
+        The pruning mask (``0`` where pruned).
+
+    Returns
+    -------
+    KeptPairs
+    """
+    n_out, cols = layout.n_out, layout.cols
+    kept = (mask.detach().reshape(layout.blocks, n_out, cols, -1) != 0).any(-1).any(0).reshape(-1)
+    index = kept.nonzero().squeeze(1)
+    rows = torch.div(index, cols, rounding_mode="floor")
+    col = index - rows * cols
+    if layout.groups > 1:
+        col = torch.div(rows, n_out // layout.groups, rounding_mode="floor") * cols + col
+    return KeptPairs(index, rows, col, index.numel() / max(1, n_out * cols))
+
+
+def _pair_gradient(w: Tensor, c: Tensor, exponent: float, slice_norm: bool) -> Tensor:
+    """``d (c * magnitude(w)) / dw`` for gathered entries ``w`` of shape ``(blocks, P, kk)``, ``c`` of shape ``(P,)``."""
+    if slice_norm:
+        sq = (w * w).sum(-1)
+        if exponent == 2.0:
+            factor = 2.0 * c
+        else:
+            positive = sq > 0
+            safe = torch.where(positive, sq, torch.ones_like(sq))
+            factor = torch.where(positive, exponent * c * safe.pow(0.5 * exponent - 1.0), torch.zeros_like(sq))
+        return factor.unsqueeze(-1) * w
+    if exponent == 1.0:
+        g = torch.sign(w)
+    elif exponent == 2.0:
+        g = 2.0 * w
+    else:
+        g = w.sign() * w.abs().pow(exponent - 1.0) * exponent
+    return g.mul_(c[:, None])
+
+
+def sparse_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_out: Tensor,
+                p_in: Optional[Tensor], weight: Tensor, mask: Tensor, pairs: KeptPairs, *,
+                weight_grad: Optional[Tensor] = None, alpha: float = 1.0, accumulate: bool = False,
+                point_grads: bool = True):
+    """:func:`live_pass` over the kept neuron pairs of a pruned weight only.
+
+    For each chunk of kept pairs the weights are gathered from ``weight``
+    (the stored ``<name>_orig``) times ``mask``, the distances of the pairs'
+    points are computed with ``manifold.dist``, ``f`` and ``f'`` come in
+    closed form, and the distance graph of the chunk is differentiated at
+    once. The cost is proportional to the number of kept pairs, not to
+    ``n_out * n_in``; pruned entries contribute nothing, exactly as in the
+    dense pass.
+
+    Parameters
+    ----------
+    weight : Tensor, shape=layout.shape
+        The stored parameter (not the effective weight).
+    mask : Tensor, shape=layout.shape
+        Its pruning mask; the effective weight is ``weight * mask``.
+    pairs : KeptPairs
+        From :func:`kept_pairs` of ``mask``.
+    weight_grad : Tensor, optional
+        Shaped like ``weight``: receives ``alpha * dR/d weight`` (that is
+        ``mask * dR/dW``) at the kept entries, added to it when
+        ``accumulate``; else it is zeroed first.
+    point_grads : bool
+        Compute the embeddings' gradients (False: value and weight gradient only).
+
+    Returns
+    -------
+    value : Tensor, shape=[]
+    g_out : Tensor or None, shape=[n_out, coord_dim]
+    g_in : Tensor or None, shape=[n_in, coord_dim] (None when shared)
+    """
+    n_out, cols, blocks = layout.n_out, layout.cols, layout.blocks
+    scale = 1.0 / (blocks * n_out * cols) if reduction == "mean" else 1.0
+    w = weight.detach().reshape(blocks, n_out * cols, -1)
+    m = mask.detach().reshape(blocks, n_out * cols, -1)
+    gv = None
+    if weight_grad is not None:
+        if not accumulate:
+            weight_grad.zero_()
+        gv = weight_grad.view(blocks, n_out * cols, -1)
+    x = p_out.detach()
+    y = x if p_in is None else p_in.detach()
+    g_out = torch.zeros_like(x) if point_grads else None
+    g_in = None if p_in is None or not point_grads else torch.zeros_like(y)
+    value = torch.zeros((), dtype=w.dtype, device=w.device)
+    total = pairs.index.numel()
+    step = max(1, CHUNK_ENTRIES // max(1, blocks * w.shape[-1]))
+    for q0 in range(0, total, step):
+        q1 = min(total, q0 + step)
+        idx = pairs.index[q0:q1]
+        mk = m.index_select(1, idx)
+        wk = w.index_select(1, idx).mul_(mk)
+        a = magnitude(wk, exponent, layout.slice_norm)
+        a = a.sum(0) if layout.slice_norm else a.sum((0, 2))
+        rows, col = pairs.rows[q0:q1], pairs.cols[q0:q1]
+        if point_grads:
+            with torch.enable_grad():
+                xi = x.index_select(0, rows).requires_grad_(True)
+                yj = y.index_select(0, col).requires_grad_(True)
+                d = manifold.dist(xi, yj, validate=False)
+                c, fprime = inhibitor.value_and_derivative(d.detach())
+                gx, gy = torch.autograd.grad(d, (xi, yj), grad_outputs=fprime.mul_(a))
+            g_out.index_add_(0, rows, gx)
+            (g_out if g_in is None else g_in).index_add_(0, col, gy)
+        else:
+            c = inhibitor.forward(manifold.dist(x.index_select(0, rows), y.index_select(0, col), validate=False))
+        value += torch.dot(c, a)
+        if gv is not None:
+            g = _pair_gradient(wk, c, exponent, layout.slice_norm).mul_(mk)
+            gv.index_add_(1, idx, g, alpha=alpha * scale)
+    if scale != 1.0:
+        value *= scale
+        if g_out is not None:
+            g_out *= scale
+        if g_in is not None:
+            g_in *= scale
+    return value, g_out, g_in
+
+
 class LivePenalty(torch.autograd.Function):
     """A trained term: forward computes the value and every gradient in one sweep.
 
-    ``LivePenalty.apply(p_out, p_in, weight, layout, manifold, inhibitor, exponent, reduction)``.
+    ``LivePenalty.apply(p_out, p_in, weight, layout, manifold, inhibitor, exponent, reduction, mask, pairs)``:
+    the dense pass (:func:`live_pass`) on the effective weight when ``pairs``
+    is None, else the sparse pass (:func:`sparse_pass`) on the stored
+    parameter ``weight`` and its ``mask``.
     Backward only scales the stored gradients, so it supports a single
     backward pass (``retain_graph`` re-use raises).
     """
 
     @staticmethod
-    def forward(ctx, p_out, p_in, weight, layout, manifold, inhibitor, exponent, reduction):
+    def forward(ctx, p_out, p_in, weight, layout, manifold, inhibitor, exponent, reduction, mask=None, pairs=None):
         gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if weight.requires_grad else None
-        value, g_out, g_in = live_pass(layout, manifold, inhibitor, exponent, reduction, p_out, p_in, weight,
-                                       weight_grad=gw)
+        if pairs is None:
+            value, g_out, g_in = live_pass(layout, manifold, inhibitor, exponent, reduction, p_out, p_in, weight,
+                                           weight_grad=gw)
+        else:
+            value, g_out, g_in = sparse_pass(layout, manifold, inhibitor, exponent, reduction, p_out, p_in, weight,
+                                             mask, pairs, weight_grad=gw)
         ctx.grads = (g_out, g_in, gw)
         ctx.shared = g_in is None
         return value
@@ -361,4 +528,4 @@ class LivePenalty(torch.autograd.Function):
         if gw is not None:
             gw.mul_(grad_out)
         return (g_out.mul_(grad_out), (None if ctx.shared else g_in.mul_(grad_out)), gw,
-                None, None, None, None, None)
+                None, None, None, None, None, None, None)

@@ -20,8 +20,10 @@ from torch import Tensor, nn
 
 from .. import _validate
 from .. import targets as tg
+from . import penalty as _penalty
 from .penalty import (
-    FixedPenalty, LivePenalty, as_coefficients, group_gather, live_pass, penalty_gradient, weighted_penalty,
+    FixedPenalty, KeptPairs, LivePenalty, as_coefficients, group_gather, kept_pairs, live_pass, penalty_gradient,
+    sparse_pass, weighted_penalty,
 )
 from .priors import Prior
 
@@ -194,22 +196,54 @@ class Term(nn.Module):
         return self._base().expand(lay.blocks, lay.n_out, lay.cols).reshape(lay.rows, lay.cols)
 
     # ------------------------------------------------------------ penalty
+    def _kept(self) -> Optional[tuple[Tensor, KeptPairs]]:
+        """``(mask, kept pairs)`` when the weight is pruned sparsely enough for the sparse pass, else None.
+
+        The pairs are gathered once per mask: a mask is recognised by its
+        identity and its version counter (bumped by every in-place change,
+        which is how :func:`moduli.targets.install_mask` and ``load_state_dict``
+        change it; a new mask is a new tensor). Writes that bypass the
+        counter (through ``mask.data`` or a numpy view) are not seen: call
+        :meth:`forget_mask` after them.
+        """
+        mask = tg.mask_of(self._module, self._attr)
+        if mask is None:
+            return None
+        try:
+            version = mask._version
+        except RuntimeError:  # an inference tensor has no version counter: gather afresh each call
+            version = None
+        cached = self.__dict__.get("_kept_cache")
+        if cached is None or version is None or cached[0]() is not mask or cached[1] != version:
+            cached = (weakref.ref(mask), version, kept_pairs(self.layout, mask))
+            self.__dict__["_kept_cache"] = cached
+        return (mask, cached[2]) if cached[2].density <= _penalty.SPARSE_DENSITY else None
+
+    def forget_mask(self) -> None:
+        """Drop the cached kept pairs (after changing the mask in a way its version counter does not see)."""
+        self.__dict__.pop("_kept_cache", None)
+
     def penalty(self) -> Tensor:
         """This term of Eq. 6, shape=[]."""
-        w = self.weight
         lay = self.layout
         if not self.live:
+            w = self.weight
             return FixedPenalty.apply(w, self.coeff, self.exponent, lay.slice_norm, self.reduction,
                                       self._workspace(w))
+        kept = self._kept()
+        p_in = None if self._shared() else self._emb_in.points
+        args = (lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction)
         if not torch.is_grad_enabled():
-            return weighted_penalty(w, self._live_base(), self.exponent, slice_norm=lay.slice_norm,
+            if kept is not None:
+                return sparse_pass(*args, self._emb_out.points, p_in, self.parameter, *kept, point_grads=False)[0]
+            return weighted_penalty(self.weight, self._live_base(), self.exponent, slice_norm=lay.slice_norm,
                                     reduction=self.reduction)
-        return LivePenalty.apply(self._emb_out.points, None if self._shared() else self._emb_in.points, w, lay,
-                                 self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction)
+        if kept is not None:
+            return LivePenalty.apply(self._emb_out.points, p_in, self.parameter, *args, *kept)
+        return LivePenalty.apply(self._emb_out.points, p_in, self.weight, *args)
 
     def _add_grad_(self, lam: float, want_value: bool, points: list, point_grads: list) -> Optional[Tensor]:
         """Add ``lam * d term / dW`` to the stored parameter's ``.grad`` (and collect embedding gradients)."""
-        w = self.weight.detach()
         param = self.parameter
         lay = self.layout
         if self.live:
@@ -218,14 +252,20 @@ class Term(nn.Module):
                 p_in = None if self._shared() else self._emb_in.points
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-            v, g_out, g_in = live_pass(lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction,
-                                       p_out, p_in, w, weight_grad=param.grad, alpha=lam, accumulate=True)
+            args = (lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction, p_out, p_in)
+            kept = self._kept()
+            if kept is not None:
+                v, g_out, g_in = sparse_pass(*args, param, *kept, weight_grad=param.grad, alpha=lam, accumulate=True)
+            else:
+                v, g_out, g_in = live_pass(*args, self.weight.detach(), weight_grad=param.grad, alpha=lam,
+                                           accumulate=True)
             points.append(p_out)
             point_grads.append(g_out.mul_(lam))
             if p_in is not None:
                 points.append(p_in)
                 point_grads.append(g_in.mul_(lam))
             return v
+        w = self.weight.detach()
         v = None
         if want_value:
             v = weighted_penalty(w, self.coeff, self.exponent, slice_norm=lay.slice_norm, reduction=self.reduction,

@@ -24,7 +24,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..manifolds import FlatTorus, KleinBottle
+from ..manifolds import FlatTorus, KleinBottle, Sphere
+from ..manifolds.base import safe_sqrt
 
 __all__ = [
     "magnitude", "weighted_penalty", "penalty_gradient", "coefficient_matrix", "group_gather",
@@ -262,41 +263,86 @@ class FixedPenalty(torch.autograd.Function):
 
 
 def _distance_partials(manifold, x: Tensor, y: Tensor):
-    """Distances and their partial derivatives in closed form, for the flat torus and Klein bottle.
+    """Distances and a closed-form chain rule for the flat torus, the Klein bottle and the sphere.
 
-    Returns ``(d, jx, jy)`` with ``d = manifold.dist(x, y)`` (the same
-    operations, so the same values) and lists ``jx[k] = d * dd/dx_k``,
-    ``jy[k] = d * dd/dy_k`` (``jy`` None where it is ``-jx``), or None for
-    every other space (their distance is differentiated with autograd). Only
-    the exact built-in classes qualify: a subclass may redefine ``_dist``.
-    Avoiding the autograd graph of the distance halves the elementwise passes
-    of a trained term.
+    Returns ``(d, chain)`` with ``d = manifold.dist(x, y)`` (the same
+    operations, so the same values) and ``chain(g)`` giving, for an upstream
+    gradient ``g`` shaped like ``d``, the lists ``gx[k] = g * dd/dx_k`` and
+    ``gy[k] = g * dd/dy_k`` (``gy`` None where it is ``-gx``), entry by
+    entry, or with ``reduce=True`` (for ``x[:, None]`` against ``y[None]``)
+    their sums over ``y`` and over ``x``, shape=[len(x), k] and [len(y), k]; or None for every other space, whose distance is differentiated
+    with autograd. Only the exact built-in classes qualify (a subclass may
+    redefine ``_dist``). Without the autograd graph of the distance a trained
+    term needs about half the elementwise passes. Derivatives are those
+    autograd gives for the same formula (zero where ``d = 0``).
     """
-    if type(manifold) is FlatTorus:
-        p = manifold.period
-        res, sq = [], None
-        for k in range(manifold.dim):
-            t = x[..., k] - y[..., k]
-            r = t - p * torch.round(t / p)  # signed; |r| is wrap(t, p)
-            res.append(r)
-            sq = r * r if sq is None else sq + r * r
-        return torch.sqrt(sq), res, None
-    if type(manifold) is KleinBottle:
-        side = manifold.side
-        t0 = x[..., 0] - y[..., 0]
-        ra = t0 - (2 * side) * torch.round(t0 / (2 * side))
-        t1 = x[..., 1] - y[..., 1]
-        rb = t1 - side * torch.round(t1 / side)
-        c = side - ra.abs()
-        t2 = x[..., 1] + y[..., 1]
-        re = t2 - side * torch.round(t2 / side)
-        first = ra * ra + rb * rb
-        second = c * c + re * re
-        near = first <= second
-        jx0 = torch.where(near, ra, -c * torch.sign(ra))
-        jx1 = torch.where(near, rb, re)
-        jy1 = torch.where(near, -rb, re)
-        return torch.sqrt(torch.minimum(first, second)), [jx0, jx1], [-jx0, jy1]
+    kind = type(manifold)
+    if kind is FlatTorus or kind is KleinBottle:
+        if kind is FlatTorus:
+            p = manifold.period
+            res, sq = [], None
+            for k in range(manifold.dim):
+                t = x[..., k] - y[..., k]
+                r = t - p * torch.round(t / p)  # signed; |r| is wrap(t, p)
+                res.append(r)
+                sq = r * r if sq is None else sq + r * r
+            jy = None
+        else:
+            side = manifold.side
+            t0 = x[..., 0] - y[..., 0]
+            ra = t0 - (2 * side) * torch.round(t0 / (2 * side))
+            t1 = x[..., 1] - y[..., 1]
+            rb = t1 - side * torch.round(t1 / side)
+            c = side - ra.abs()
+            t2 = x[..., 1] + y[..., 1]
+            re = t2 - side * torch.round(t2 / side)
+            first = ra * ra + rb * rb
+            second = c * c + re * re
+            near = first <= second
+            sq = torch.minimum(first, second)
+            res = [torch.where(near, ra, -c * torch.sign(ra)), torch.where(near, rb, re)]
+            jy = [None, torch.where(near, -rb, re)]
+        d = torch.sqrt(sq)
+
+        def chain(g, reduce=False):
+            h = torch.where(d > 0, g / d, 0.0)
+            gx = [h * r for r in res]
+            gy = None if jy is None else [-gx[0], h * jy[1]]
+            if not reduce:
+                return gx, gy
+            return (torch.stack([t.sum(1) for t in gx], 1),
+                    torch.stack([t.sum(0).neg_() for t in gx] if gy is None else [t.sum(0) for t in gy], 1))
+
+        return d, chain
+    if kind is Sphere:
+        # d = 2 r atan2(A, B), A = |x - y|, B = |x + y|: dd/dA = 2 r B / (A^2 + B^2),
+        # dd/dB = -2 r A / (A^2 + B^2), dA/dx = (x - y) / A, dB/dx = (x + y) / B
+        diff = [x[..., k] - y[..., k] for k in range(manifold.coord_dim)]
+        plus = [x[..., k] + y[..., k] for k in range(manifold.coord_dim)]
+        a2 = b2 = None
+        for u, v in zip(diff, plus):
+            a2 = u * u if a2 is None else a2 + u * u
+            b2 = v * v if b2 is None else b2 + v * v
+        a, b = safe_sqrt(a2), safe_sqrt(b2)
+        d = (2.0 * manifold.radius) * torch.atan2(a, b)
+
+        def chain(g, reduce=False):
+            h = g * (2.0 * manifold.radius) / (a2 + b2)
+            pa = torch.where(a > 0, h * b / a, 0.0)
+            pb = torch.where(b > 0, h * a / b, 0.0)
+            if reduce:  # x[:, None], y[None]: sum_j pa (x_i - y_j) - pb (x_i + y_j) as two products
+                xi, yj = x[:, 0, :], y[0]
+                minus, both = pa - pb, pa + pb
+                return (xi * minus.sum(1, keepdim=True) - both @ yj,
+                        yj * minus.sum(0)[:, None] - both.T @ xi)
+            gx, gy = [], []
+            for u, v in zip(diff, plus):
+                pu, pv = pa * u, pb * v
+                gx.append(pu - pv)
+                gy.append(-pu - pv)
+            return gx, gy
+
+        return d, chain
     return None
 
 
@@ -350,15 +396,12 @@ def live_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_ou
             closed = _distance_partials(manifold, x[r0:r1, None, :], y[None, :, :]) if layout.groups == 1 else None
             if closed is not None:
                 with torch.no_grad():
-                    d, jx, jy = closed
+                    d, chain = closed
                     c, fprime = inhibitor.value_and_derivative(d)
                     s = torch.dot(c.reshape(-1), a.reshape(-1))
-                    h = torch.where(d > 0, fprime.mul_(a).div_(d), 0.0)
-                    for k, j in enumerate(jx):
-                        hj = h * j
-                        g_out[r0:r1, k] += hj.sum(1)
-                        gk = hj.sum(0).neg_() if jy is None else (h * jy[k]).sum(0)
-                        (g_out if g_in is None else g_in)[:, k] += gk
+                    gx, gy = chain(fprime.mul_(a), reduce=True)
+                    g_out[r0:r1] += gx
+                    (g_out if g_in is None else g_in).add_(gy)
                     value += s
                     if gv is not None:
                         g = penalty_gradient(w_chunk, c, exponent, slice_norm=layout.slice_norm,
@@ -547,17 +590,16 @@ def sparse_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_
         ys = torch.stack([c.index_select(0, col) for c in (xt if yt is None else yt)], 1)
         closed = _distance_partials(manifold, xs, ys) if point_grads else None
         if closed is not None:
-            d, jx, jy = closed
+            d, chain = closed
             c, fprime = inhibitor.value_and_derivative(d)
-            h = torch.where(d > 0, fprime.mul_(a).div_(d), 0.0)
+            gx, gy = chain(fprime.mul_(a))
             gin = g_out if g_in is None else g_in
-            for k, j in enumerate(jx):
-                hj = h * j
-                g_out[:, k].index_add_(0, rows, hj)
-                if jy is None:
-                    gin[:, k].index_add_(0, col, hj, alpha=-1.0)
+            for k, gk in enumerate(gx):
+                g_out[:, k].index_add_(0, rows, gk)
+                if gy is None:
+                    gin[:, k].index_add_(0, col, gk, alpha=-1.0)
                 else:
-                    gin[:, k].index_add_(0, col, h * jy[k])
+                    gin[:, k].index_add_(0, col, gy[k])
         elif point_grads:
             with torch.enable_grad():
                 xs.requires_grad_(True)

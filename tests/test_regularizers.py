@@ -743,3 +743,41 @@ def test_sparse_pass_follows_mask_changes(monkeypatch):
     term.forget_mask()
     assert term._kept()[1].index.numel() == 32
     assert priors.penalty().item() == pytest.approx(reference(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "l1", "mean", "exponent2", "linear_shuffled"])
+def test_sparse_fixed_penalty_equals_dense_on_pruned_weights(kind, monkeypatch):
+    from moduli.regularizers import penalty as pen
+
+    torch.manual_seed(15)
+    model, targets = nn.LSTM(2, 6).double(), "recurrent"
+    prior = {
+        "lstm": rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians()),
+        "l1": rg.L1Prior(),
+        "mean": rg.ModuliPrior(TORUS, rg.Sinusoid(), reduction="mean"),
+        "exponent2": rg.ModuliPrior(mf.KleinBottle(10.0), rg.DifferenceOfGaussians(), exponent=2),
+        "linear_shuffled": rg.ShuffledPrior(rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians())),
+    }[kind]
+    if kind == "linear_shuffled":
+        model, targets = nn.Linear(5, 7).double(), "linear"
+    priors = rg.attach(model, prior, targets=targets, generator=torch.Generator().manual_seed(3))
+    (name, term), = priors.terms.items()
+    mask = (torch.rand(term.parameter.shape, generator=torch.Generator().manual_seed(4)) < 0.3).double()
+    pruning_targets.install_mask(model, name, mask)
+    expected = rg.weighted_penalty(term.weight, term.coefficients(), prior.exponent, reduction=prior.reduction)
+    ref_grad, = torch.autograd.grad(expected, term.parameter)
+    for density in (0.0, 1.0):
+        monkeypatch.setattr(pen, "SPARSE_DENSITY", density)
+        assert (term._kept_entries() is not None) == (density == 1.0)
+        term.parameter.grad = None
+        value = priors.penalty()
+        value.backward()
+        assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+        assert torch.allclose(term.parameter.grad, ref_grad, rtol=1e-12, atol=1e-15)
+        term.parameter.grad = torch.ones_like(term.parameter)
+        fused = priors.add_penalty_grad_(0.3)
+        assert fused.item() == pytest.approx(expected.item(), rel=1e-12)
+        assert torch.allclose(term.parameter.grad, 1.0 + 0.3 * ref_grad, rtol=1e-12, atol=1e-15)
+    # a further pruning step is picked up (the mask's version counter moved)
+    pruning_targets.install_mask(model, name, torch.zeros_like(mask))
+    assert priors.penalty().item() == 0.0

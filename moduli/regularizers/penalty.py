@@ -30,6 +30,7 @@ from ..manifolds.base import safe_sqrt
 __all__ = [
     "magnitude", "weighted_penalty", "penalty_gradient", "coefficient_matrix", "group_gather",
     "as_coefficients", "FixedPenalty", "LivePenalty", "live_pass", "KeptPairs", "kept_pairs", "sparse_pass",
+    "SparseFixedPenalty", "kept_entry_gradient",
     "REDUCTIONS", "SPARSE_DENSITY",
 ]
 
@@ -344,6 +345,51 @@ def _distance_partials(manifold, x: Tensor, y: Tensor):
 
         return d, chain
     return None
+
+
+def kept_entry_gradient(w: Tensor, c: Tensor, exponent: float) -> Tensor:
+    """``d (c * |w|^l) / dw`` for gathered entries ``w`` (``c`` broadcasts against ``w``)."""
+    if exponent == 1.0:
+        g = torch.sign(w)
+    elif exponent == 2.0:
+        g = 2.0 * w
+    else:
+        g = w.sign() * w.abs().pow(exponent - 1.0) * exponent
+    return g.mul_(c)
+
+
+class SparseFixedPenalty(torch.autograd.Function):
+    """``sum C |W|^l`` over the kept entries of a pruned weight (no slice norms).
+
+    ``SparseFixedPenalty.apply(weight, index, mask_kept, c_kept, exponent, divisor)``: ``weight``
+    is the stored ``<name>_orig``; ``index`` the flat indices of the entries
+    whose mask is nonzero, ``mask_kept`` and ``c_kept`` the mask and
+    coefficients there (``c_kept`` may be 0-d); ``divisor`` is 1 for
+    ``reduction="sum"``, the number of coefficients for ``"mean"``. Equal
+    to :class:`FixedPenalty` on ``weight * mask``, at a cost proportional to
+    the kept entries (the backward still writes a dense, mostly zero,
+    gradient, as autograd needs one for ``weight``).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, index, mask_kept, c_kept, exponent, divisor):
+        w = weight.detach().reshape(-1).index_select(0, index).mul_(mask_kept)
+        mag = magnitude(w, exponent, False)
+        value = (mag.sum() * c_kept) if c_kept.ndim == 0 else torch.dot(c_kept, mag)
+        ctx.save_for_backward(w, index, mask_kept, c_kept)
+        ctx.args = (exponent, divisor, weight.shape)
+        return value / divisor if divisor != 1 else value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        w, index, mask_kept, c_kept = ctx.saved_tensors
+        exponent, divisor, shape = ctx.args
+        g = kept_entry_gradient(w, c_kept, exponent).mul_(mask_kept).mul_(grad_out)
+        if divisor != 1:
+            g.div_(divisor)
+        out = torch.zeros(shape, dtype=w.dtype, device=w.device)
+        out.view(-1).index_copy_(0, index, g)
+        return out, None, None, None, None, None
 
 
 def live_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_out: Tensor,

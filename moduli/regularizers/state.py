@@ -22,7 +22,7 @@ from .. import _validate
 from .. import targets as tg
 from . import penalty as _penalty
 from .penalty import (
-    FixedPenalty, KeptPairs, LivePenalty, as_coefficients, group_gather, kept_pairs, live_pass, penalty_gradient,
+    FixedPenalty, KeptPairs, LivePenalty, SparseFixedPenalty, kept_entry_gradient, as_coefficients, group_gather, kept_pairs, live_pass, penalty_gradient,
     sparse_pass, weighted_penalty,
 )
 from .priors import Prior
@@ -219,14 +219,51 @@ class Term(nn.Module):
             self.__dict__["_kept_cache"] = cached
         return (mask, cached[2]) if cached[2].density <= _penalty.SPARSE_DENSITY else None
 
+    def _kept_entries(self) -> Optional[tuple[Tensor, Tensor, Tensor, int]]:
+        """``(index, mask_kept, c_kept, divisor)`` for the sparse fixed penalty, or None.
+
+        For a fixed term on a pruned weight without slice norms whose mask
+        keeps at most ``SPARSE_DENSITY`` of the entries. Gathered once per
+        mask and coefficient buffer (identity and version counter of both).
+        """
+        if self.layout.slice_norm:
+            return None
+        mask = tg.mask_of(self._module, self._attr)
+        if mask is None:
+            return None
+        coeff = self.coeff
+        try:
+            key = (mask._version, coeff._version)
+        except RuntimeError:  # inference tensors have no version counter
+            key = None
+        cached = self.__dict__.get("_entry_cache")
+        if (cached is None or key is None or cached[0]() is not mask or cached[1]() is not coeff
+                or cached[2] != key):
+            flat = mask.detach().reshape(-1)
+            index = flat.nonzero().squeeze(1)
+            lay = self.layout
+            if coeff.ndim == 0:
+                c_kept, divisor = coeff.detach(), mask.numel()
+            else:
+                c_kept = coeff.detach().expand(lay.blocks, lay.n_out, lay.cols).reshape(-1).index_select(0, index)
+                divisor = lay.blocks * lay.n_out * lay.cols
+            entries = (index, flat.index_select(0, index), c_kept, divisor if self.reduction == "mean" else 1)
+            cached = (weakref.ref(mask), weakref.ref(coeff), key, entries, index.numel() / max(1, flat.numel()))
+            self.__dict__["_entry_cache"] = cached
+        return cached[3] if cached[4] <= _penalty.SPARSE_DENSITY else None
+
     def forget_mask(self) -> None:
-        """Drop the cached kept pairs (after changing the mask in a way its version counter does not see)."""
+        """Drop the cached kept pairs and entries (after changing the mask in a way its version counter does not see)."""
         self.__dict__.pop("_kept_cache", None)
+        self.__dict__.pop("_entry_cache", None)
 
     def penalty(self) -> Tensor:
         """This term of Eq. 6, shape=[]."""
         lay = self.layout
         if not self.live:
+            entries = self._kept_entries()
+            if entries is not None:
+                return SparseFixedPenalty.apply(self.parameter, *entries[:3], self.exponent, entries[3])
             w = self.weight
             return FixedPenalty.apply(w, self.coeff, self.exponent, lay.slice_norm, self.reduction,
                                       self._workspace(w))
@@ -264,6 +301,19 @@ class Term(nn.Module):
             if p_in is not None:
                 points.append(p_in)
                 point_grads.append(g_in.mul_(lam))
+            return v
+        entries = self._kept_entries()
+        if entries is not None:
+            index, mask_kept, c_kept, divisor = entries
+            wk = param.detach().reshape(-1).index_select(0, index).mul_(mask_kept)
+            v = None
+            if want_value:
+                mag = wk.abs() if self.exponent == 1.0 else wk.abs().pow(self.exponent)
+                v = (mag.sum() * c_kept if c_kept.ndim == 0 else torch.dot(c_kept, mag)) / divisor
+            g = kept_entry_gradient(wk, c_kept, self.exponent).mul_(mask_kept)
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            param.grad.view(-1).index_add_(0, index, g, alpha=lam / divisor)
             return v
         w = self.weight.detach()
         v = None

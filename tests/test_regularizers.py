@@ -781,3 +781,20 @@ def test_sparse_fixed_penalty_equals_dense_on_pruned_weights(kind, monkeypatch):
     # a further pruning step is picked up (the mask's version counter moved)
     pruning_targets.install_mask(model, name, torch.zeros_like(mask))
     assert priors.penalty().item() == 0.0
+
+
+def test_fixed_penalty_backward_once_and_value_from_its_gradient():
+    torch.manual_seed(16)
+    model = nn.Conv2d(2, 3, 2).double()
+    prior = rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians(), exponent=1.5, reduction="mean")
+    priors = rg.attach(model, prior, targets="conv")
+    term = priors.terms["weight"]
+    value = priors.penalty()
+    with torch.no_grad():
+        plain = priors.penalty()
+    expected = rg.weighted_penalty(model.weight.detach(), term._base(), 1.5, slice_norm=True, reduction="mean")
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert plain.item() == pytest.approx(expected.item(), rel=1e-12)
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass per penalty"):
+        value.backward()

@@ -246,20 +246,30 @@ class FixedPenalty(torch.autograd.Function):
     """``sum C |W|^l`` with a hand-written backward (no autograd temporaries).
 
     ``FixedPenalty.apply(weight, coefficients, exponent, slice_norm, reduction, workspace)``.
+    When ``weight`` requires a gradient, forward computes it and the value
+    from it; backward only scales it, so it supports a single backward pass
+    (``retain_graph`` re-use raises), like :class:`LivePenalty`.
     """
 
     @staticmethod
     def forward(ctx, weight, coeff, exponent, slice_norm, reduction, workspace):
-        ctx.save_for_backward(weight, coeff)
-        ctx.args = (exponent, slice_norm, reduction)
-        return weighted_penalty(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction,
-                                workspace=workspace)
+        if not weight.requires_grad:
+            ctx.grad = None
+            return weighted_penalty(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction,
+                                    workspace=workspace)
+        # The gradient g is computed here, and the value from it: g . W = l * sum C |W|^l entry by
+        # entry (and per kernel slice), so one pass over W and C serves both, and backward only scales g.
+        g = penalty_gradient(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction)
+        ctx.grad = g
+        value = torch.dot(g.reshape(-1), weight.detach().reshape(-1))
+        return value / exponent if exponent != 1.0 else value
 
     @staticmethod
     def backward(ctx, grad_out):
-        weight, coeff = ctx.saved_tensors
-        exponent, slice_norm, reduction = ctx.args
-        g = penalty_gradient(weight, coeff, exponent, slice_norm=slice_norm, reduction=reduction)
+        g = ctx.grad
+        if g is None:
+            raise RuntimeError("the fixed penalty supports one backward pass per penalty() call")
+        ctx.grad = None
         return g.mul_(grad_out), None, None, None, None, None
 
 
@@ -275,7 +285,8 @@ def _distance_partials(manifold, x: Tensor, y: Tensor):
     with autograd. Only the exact built-in classes qualify (a subclass may
     redefine ``_dist``). Without the autograd graph of the distance a trained
     term needs about half the elementwise passes. Derivatives are those
-    autograd gives for the same formula (zero where ``d = 0``).
+    autograd gives for the same formula (zero where ``d = 0``;
+    where the Klein bottle's two branches tie, the first branch's, where autograd splits).
     """
     kind = type(manifold)
     if kind is FlatTorus or kind is KleinBottle:

@@ -265,6 +265,9 @@ class Term(nn.Module):
             if entries is not None:
                 return SparseFixedPenalty.apply(self.parameter, *entries[:3], self.exponent, entries[3])
             w = self.weight
+            if not torch.is_grad_enabled():
+                return weighted_penalty(w, self.coeff, self.exponent, slice_norm=lay.slice_norm,
+                                        reduction=self.reduction, workspace=self._workspace(w))
             return FixedPenalty.apply(w, self.coeff, self.exponent, lay.slice_norm, self.reduction,
                                       self._workspace(w))
         kept = self._kept()

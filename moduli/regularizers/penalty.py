@@ -281,12 +281,14 @@ def _distance_partials(manifold, x: Tensor, y: Tensor):
     gradient ``g`` shaped like ``d``, the lists ``gx[k] = g * dd/dx_k`` and
     ``gy[k] = g * dd/dy_k`` (``gy`` None where it is ``-gx``), entry by
     entry, or with ``reduce=True`` (for ``x[:, None]`` against ``y[None]``)
-    their sums over ``y`` and over ``x``, shape=[len(x), k] and [len(y), k]; or None for every other space, whose distance is differentiated
-    with autograd. Only the exact built-in classes qualify (a subclass may
+    their sums over ``y`` and over ``x``, shape=[len(x), k] and [len(y), k];
+    or None for every other space, whose distance is differentiated with
+    autograd. Only the exact built-in classes qualify (a subclass may
     redefine ``_dist``). Without the autograd graph of the distance a trained
     term needs about half the elementwise passes. Derivatives are those
-    autograd gives for the same formula (zero where ``d = 0``;
-    where the Klein bottle's two branches tie, the first branch's, where autograd splits).
+    autograd gives for the same formula (zero where ``d = 0``; where the
+    Klein bottle's two branches tie, the first branch's, where autograd
+    splits).
     """
     kind = type(manifold)
     if kind is FlatTorus or kind is KleinBottle:
@@ -555,7 +557,7 @@ def kept_pairs(layout, mask: Tensor) -> KeptPairs:
 
 
 def _pair_gradient(w: Tensor, c: Tensor, exponent: float, slice_norm: bool) -> Tensor:
-    """``d (c * magnitude(w)) / dw`` for gathered entries ``w`` of shape ``(blocks, P, kk)``, ``c`` of shape ``(P,)``."""
+    """``d (c * magnitude(w)) / dw`` for gathered entries ``w``, shape=[blocks, P, kk], ``c`` shape=[P]."""
     if slice_norm:
         sq = (w * w).sum(-1)
         if exponent == 2.0:
@@ -565,13 +567,7 @@ def _pair_gradient(w: Tensor, c: Tensor, exponent: float, slice_norm: bool) -> T
             safe = torch.where(positive, sq, torch.ones_like(sq))
             factor = torch.where(positive, exponent * c * safe.pow(0.5 * exponent - 1.0), torch.zeros_like(sq))
         return factor.unsqueeze(-1) * w
-    if exponent == 1.0:
-        g = torch.sign(w)
-    elif exponent == 2.0:
-        g = 2.0 * w
-    else:
-        g = w.sign() * w.abs().pow(exponent - 1.0) * exponent
-    return g.mul_(c[:, None])
+    return kept_entry_gradient(w, c[:, None], exponent)
 
 
 def sparse_pass(layout, manifold, inhibitor, exponent: float, reduction: str, p_out: Tensor,

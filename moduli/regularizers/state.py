@@ -22,8 +22,8 @@ from .. import _validate
 from .. import targets as tg
 from . import penalty as _penalty
 from .penalty import (
-    FixedPenalty, KeptPairs, LivePenalty, SparseFixedPenalty, kept_entry_gradient, as_coefficients, group_gather, kept_pairs, live_pass, penalty_gradient,
-    sparse_pass, weighted_penalty,
+    FixedPenalty, KeptPairs, LivePenalty, SparseFixedPenalty, as_coefficients, group_gather, kept_entry_gradient,
+    kept_pairs, live_pass, penalty_gradient, sparse_pass, weighted_penalty,
 )
 from .priors import Prior
 
@@ -253,7 +253,11 @@ class Term(nn.Module):
         return cached[3] if cached[4] <= _penalty.SPARSE_DENSITY else None
 
     def forget_mask(self) -> None:
-        """Drop the cached kept pairs and entries (after changing the mask in a way its version counter does not see)."""
+        """Drop the cached kept pairs and entries.
+
+        Call it after changing a mask in a way its version counter does not
+        see (through ``mask.data`` or a numpy view).
+        """
         self.__dict__.pop("_kept_cache", None)
         self.__dict__.pop("_entry_cache", None)
 

@@ -11,6 +11,7 @@ from torch.nn.utils import prune
 
 from moduli import manifolds as mf
 from moduli import regularizers as rg
+from moduli import targets as pruning_targets
 
 PERIOD = 10.0
 TORUS = mf.FlatTorus(2, PERIOD)
@@ -645,3 +646,155 @@ def test_points_of_another_dtype_follow_the_model():
     term = priors.terms["weight_hh_l0"]
     assert term.points_out.dtype == torch.float32 and torch.allclose(term.points_out.double(), pts)
     assert priors.penalty().dtype == torch.float32
+
+
+# ------------------------------------------------- sparse trained pass (pruned)
+def _pruned_trained(kind, manifold, keep, seed):
+    torch.manual_seed(seed)
+    if kind == "grouped_conv":
+        model, targets, kw = nn.Conv1d(4, 6, 3, groups=2).double(), "conv", {"exponent": 1.5}
+    elif kind == "linear_mean":
+        model, targets, kw = nn.Linear(5, 7).double(), "linear", {"reduction": "mean"}
+    elif kind == "lstm":
+        model, targets, kw = nn.LSTM(2, 6).double(), "recurrent", {}
+    else:
+        model, targets, kw = nn.RNN(2, 8).double(), "recurrent", {"exponent": 2}
+    prior = rg.ModuliPrior(manifold, rg.DifferenceOfGaussians(), trainable=True, **kw)
+    priors = rg.attach(model, prior, targets=targets)
+    (name, term), = priors.terms.items()
+    mask = (torch.rand(term.parameter.shape, generator=torch.Generator().manual_seed(seed)) < keep).double()
+    pruning_targets.install_mask(model, name, mask)
+    return model, prior, priors, term
+
+
+def _all_grads(priors, term, lam=0.3):
+    params = list(priors.parameters()) + [term.parameter]
+    for p in params:
+        p.grad = None
+    value = priors.penalty()
+    auto = torch.autograd.grad(value, params)
+    fused_value = priors.add_penalty_grad_(lam)
+    fused = [p.grad.clone() for p in params]
+    with torch.no_grad():
+        plain = priors.penalty()
+    return value.item(), auto, fused_value.item(), fused, plain.item()
+
+
+@pytest.mark.parametrize("manifold", [TORUS, mf.Sphere(2, 5.0), mf.KleinBottle(10.0)], ids=repr)
+@pytest.mark.parametrize("kind", ["lstm", "grouped_conv", "linear_mean", "rnn_exponent2"])
+def test_sparse_pass_equals_dense_pass_and_reference_on_pruned_weights(kind, manifold, monkeypatch):
+    from moduli.regularizers import penalty as pen
+
+    monkeypatch.setattr(pen, "CHUNK_ENTRIES", 8)  # several chunks in both passes
+    model, prior, priors, term = _pruned_trained(kind, manifold, keep=0.3, seed=13)
+    monkeypatch.setattr(pen, "SPARSE_DENSITY", 0.0)
+    assert term._kept() is None
+    dense = _all_grads(priors, term)
+    monkeypatch.setattr(pen, "SPARSE_DENSITY", 1.0)
+    assert term._kept() is not None and term._kept()[1].density < 1.0
+    sparse = _all_grads(priors, term)
+    # an independent reference: the whole coefficient matrix under plain autograd, on orig * mask
+    params = list(priors.parameters()) + [term.parameter]
+    c = prior.coefficients(term.layout, term.points_out, term.points_in)
+    ref = rg.weighted_penalty(term.weight, c, prior.exponent, slice_norm=term.layout.slice_norm,
+                              reduction=prior.reduction)
+    ref_grads = torch.autograd.grad(ref, params)
+    for result in (dense, sparse):
+        value, auto, fused_value, fused, plain = result
+        assert value == pytest.approx(ref.item(), rel=1e-12)
+        assert fused_value == pytest.approx(ref.item(), rel=1e-12)
+        assert plain == pytest.approx(ref.item(), rel=1e-12)
+        for g, f, r in zip(auto, fused, ref_grads):
+            assert torch.allclose(g, r, rtol=1e-10, atol=1e-13)
+            assert torch.allclose(f, 0.3 * r, rtol=1e-10, atol=1e-13)
+    mask = pruning_targets.mask_of(model, term.name)
+    assert bool((sparse[1][-1][mask == 0] == 0).all())  # no gradient on pruned entries of orig
+
+
+def test_sparse_pass_follows_mask_changes(monkeypatch):
+    from moduli.regularizers import penalty as pen
+
+    monkeypatch.setattr(pen, "SPARSE_DENSITY", 1.0)
+    model, prior, priors, term = _pruned_trained("rnn_exponent2", TORUS, keep=0.6, seed=14)
+
+    def reference():
+        with torch.no_grad():
+            c = prior.coefficients(term.layout, term.points_out, term.points_in)
+            return rg.weighted_penalty(term.weight, c, prior.exponent).item()
+
+    first = term._kept()[1]
+    assert priors.penalty().item() == pytest.approx(reference(), rel=1e-12)
+    assert term._kept()[1] is first  # gathered once per mask, not per call
+    # pruning further changes the mask in place (its version counter moves)
+    pruning_targets.install_mask(model, term.name, (torch.rand(8, 8) < 0.5).double())
+    assert term._kept()[1] is not first
+    assert term._kept()[1].index.numel() < first.index.numel()
+    assert priors.penalty().item() == pytest.approx(reference(), rel=1e-12)
+    # a new mask tensor (loaded or restored) is a new mask
+    saved = pruning_targets.masks(model)
+    prune.remove(model, "weight_hh_l0")
+    pruning_targets.restore_masks(model, {k: torch.ones_like(v) for k, v in saved.items()})
+    assert term._kept()[1].density == 1.0
+    assert priors.add_penalty_grad_(1.0).item() == pytest.approx(reference(), rel=1e-12)
+    # a write the version counter cannot see needs forget_mask()
+    mask = pruning_targets.mask_of(model, term.name)
+    mask.data[:4] = 0.0
+    pruning_targets.reapply_mask(model, term.name)
+    term.forget_mask()
+    assert term._kept()[1].index.numel() == 32
+    assert priors.penalty().item() == pytest.approx(reference(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "l1", "mean", "exponent2", "linear_shuffled"])
+def test_sparse_fixed_penalty_equals_dense_on_pruned_weights(kind, monkeypatch):
+    from moduli.regularizers import penalty as pen
+
+    torch.manual_seed(15)
+    model, targets = nn.LSTM(2, 6).double(), "recurrent"
+    prior = {
+        "lstm": rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians()),
+        "l1": rg.L1Prior(),
+        "mean": rg.ModuliPrior(TORUS, rg.Sinusoid(), reduction="mean"),
+        "exponent2": rg.ModuliPrior(mf.KleinBottle(10.0), rg.DifferenceOfGaussians(), exponent=2),
+        "linear_shuffled": rg.ShuffledPrior(rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians())),
+    }[kind]
+    if kind == "linear_shuffled":
+        model, targets = nn.Linear(5, 7).double(), "linear"
+    priors = rg.attach(model, prior, targets=targets, generator=torch.Generator().manual_seed(3))
+    (name, term), = priors.terms.items()
+    mask = (torch.rand(term.parameter.shape, generator=torch.Generator().manual_seed(4)) < 0.3).double()
+    pruning_targets.install_mask(model, name, mask)
+    expected = rg.weighted_penalty(term.weight, term.coefficients(), prior.exponent, reduction=prior.reduction)
+    ref_grad, = torch.autograd.grad(expected, term.parameter)
+    for density in (0.0, 1.0):
+        monkeypatch.setattr(pen, "SPARSE_DENSITY", density)
+        assert (term._kept_entries() is not None) == (density == 1.0)
+        term.parameter.grad = None
+        value = priors.penalty()
+        value.backward()
+        assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+        assert torch.allclose(term.parameter.grad, ref_grad, rtol=1e-12, atol=1e-15)
+        term.parameter.grad = torch.ones_like(term.parameter)
+        fused = priors.add_penalty_grad_(0.3)
+        assert fused.item() == pytest.approx(expected.item(), rel=1e-12)
+        assert torch.allclose(term.parameter.grad, 1.0 + 0.3 * ref_grad, rtol=1e-12, atol=1e-15)
+    # a further pruning step is picked up (the mask's version counter moved)
+    pruning_targets.install_mask(model, name, torch.zeros_like(mask))
+    assert priors.penalty().item() == 0.0
+
+
+def test_fixed_penalty_backward_once_and_value_from_its_gradient():
+    torch.manual_seed(16)
+    model = nn.Conv2d(2, 3, 2).double()
+    prior = rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians(), exponent=1.5, reduction="mean")
+    priors = rg.attach(model, prior, targets="conv")
+    term = priors.terms["weight"]
+    value = priors.penalty()
+    with torch.no_grad():
+        plain = priors.penalty()
+    expected = rg.weighted_penalty(model.weight.detach(), term._base(), 1.5, slice_norm=True, reduction="mean")
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert plain.item() == pytest.approx(expected.item(), rel=1e-12)
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass per penalty"):
+        value.backward()

@@ -20,8 +20,10 @@ from torch import Tensor, nn
 
 from .. import _validate
 from .. import targets as tg
+from . import penalty as _penalty
 from .penalty import (
-    FixedPenalty, LivePenalty, as_coefficients, group_gather, live_pass, penalty_gradient, weighted_penalty,
+    FixedPenalty, KeptPairs, LivePenalty, SparseFixedPenalty, as_coefficients, group_gather, kept_entry_gradient,
+    kept_pairs, live_pass, penalty_gradient, sparse_pass, weighted_penalty,
 )
 from .priors import Prior
 
@@ -194,22 +196,98 @@ class Term(nn.Module):
         return self._base().expand(lay.blocks, lay.n_out, lay.cols).reshape(lay.rows, lay.cols)
 
     # ------------------------------------------------------------ penalty
+    def _kept(self) -> Optional[tuple[Tensor, KeptPairs]]:
+        """``(mask, kept pairs)`` when the weight is pruned sparsely enough for the sparse pass, else None.
+
+        The pairs are gathered once per mask: a mask is recognised by its
+        identity and its version counter (bumped by every in-place change,
+        which is how :func:`moduli.targets.install_mask` and ``load_state_dict``
+        change it; a new mask is a new tensor). Writes that bypass the
+        counter (through ``mask.data`` or a numpy view) are not seen: call
+        :meth:`forget_mask` after them.
+        """
+        mask = tg.mask_of(self._module, self._attr)
+        if mask is None:
+            return None
+        try:
+            version = mask._version
+        except RuntimeError:  # an inference tensor has no version counter: gather afresh each call
+            version = None
+        cached = self.__dict__.get("_kept_cache")
+        if cached is None or version is None or cached[0]() is not mask or cached[1] != version:
+            cached = (weakref.ref(mask), version, kept_pairs(self.layout, mask))
+            self.__dict__["_kept_cache"] = cached
+        return (mask, cached[2]) if cached[2].density <= _penalty.SPARSE_DENSITY else None
+
+    def _kept_entries(self) -> Optional[tuple[Tensor, Tensor, Tensor, int]]:
+        """``(index, mask_kept, c_kept, divisor)`` for the sparse fixed penalty, or None.
+
+        For a fixed term on a pruned weight without slice norms whose mask
+        keeps at most ``SPARSE_DENSITY`` of the entries. Gathered once per
+        mask and coefficient buffer (identity and version counter of both).
+        """
+        if self.layout.slice_norm:
+            return None
+        mask = tg.mask_of(self._module, self._attr)
+        if mask is None:
+            return None
+        coeff = self.coeff
+        try:
+            key = (mask._version, coeff._version)
+        except RuntimeError:  # inference tensors have no version counter
+            key = None
+        cached = self.__dict__.get("_entry_cache")
+        if (cached is None or key is None or cached[0]() is not mask or cached[1]() is not coeff
+                or cached[2] != key):
+            flat = mask.detach().reshape(-1)
+            index = flat.nonzero().squeeze(1)
+            lay = self.layout
+            if coeff.ndim == 0:
+                c_kept, divisor = coeff.detach(), mask.numel()
+            else:
+                c_kept = coeff.detach().expand(lay.blocks, lay.n_out, lay.cols).reshape(-1).index_select(0, index)
+                divisor = lay.blocks * lay.n_out * lay.cols
+            entries = (index, flat.index_select(0, index), c_kept, divisor if self.reduction == "mean" else 1)
+            cached = (weakref.ref(mask), weakref.ref(coeff), key, entries, index.numel() / max(1, flat.numel()))
+            self.__dict__["_entry_cache"] = cached
+        return cached[3] if cached[4] <= _penalty.SPARSE_DENSITY else None
+
+    def forget_mask(self) -> None:
+        """Drop the cached kept pairs and entries.
+
+        Call it after changing a mask in a way its version counter does not
+        see (through ``mask.data`` or a numpy view).
+        """
+        self.__dict__.pop("_kept_cache", None)
+        self.__dict__.pop("_entry_cache", None)
+
     def penalty(self) -> Tensor:
         """This term of Eq. 6, shape=[]."""
-        w = self.weight
         lay = self.layout
         if not self.live:
+            entries = self._kept_entries()
+            if entries is not None:
+                return SparseFixedPenalty.apply(self.parameter, *entries[:3], self.exponent, entries[3])
+            w = self.weight
+            if not torch.is_grad_enabled():
+                return weighted_penalty(w, self.coeff, self.exponent, slice_norm=lay.slice_norm,
+                                        reduction=self.reduction, workspace=self._workspace(w))
             return FixedPenalty.apply(w, self.coeff, self.exponent, lay.slice_norm, self.reduction,
                                       self._workspace(w))
+        kept = self._kept()
+        p_in = None if self._shared() else self._emb_in.points
+        args = (lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction)
         if not torch.is_grad_enabled():
-            return weighted_penalty(w, self._live_base(), self.exponent, slice_norm=lay.slice_norm,
+            if kept is not None:
+                return sparse_pass(*args, self._emb_out.points, p_in, self.parameter, *kept, point_grads=False)[0]
+            return weighted_penalty(self.weight, self._live_base(), self.exponent, slice_norm=lay.slice_norm,
                                     reduction=self.reduction)
-        return LivePenalty.apply(self._emb_out.points, None if self._shared() else self._emb_in.points, w, lay,
-                                 self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction)
+        if kept is not None:
+            return LivePenalty.apply(self._emb_out.points, p_in, self.parameter, *args, *kept)
+        return LivePenalty.apply(self._emb_out.points, p_in, self.weight, *args)
 
     def _add_grad_(self, lam: float, want_value: bool, points: list, point_grads: list) -> Optional[Tensor]:
         """Add ``lam * d term / dW`` to the stored parameter's ``.grad`` (and collect embedding gradients)."""
-        w = self.weight.detach()
         param = self.parameter
         lay = self.layout
         if self.live:
@@ -218,14 +296,33 @@ class Term(nn.Module):
                 p_in = None if self._shared() else self._emb_in.points
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-            v, g_out, g_in = live_pass(lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction,
-                                       p_out, p_in, w, weight_grad=param.grad, alpha=lam, accumulate=True)
+            args = (lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction, p_out, p_in)
+            kept = self._kept()
+            if kept is not None:
+                v, g_out, g_in = sparse_pass(*args, param, *kept, weight_grad=param.grad, alpha=lam, accumulate=True)
+            else:
+                v, g_out, g_in = live_pass(*args, self.weight.detach(), weight_grad=param.grad, alpha=lam,
+                                           accumulate=True)
             points.append(p_out)
             point_grads.append(g_out.mul_(lam))
             if p_in is not None:
                 points.append(p_in)
                 point_grads.append(g_in.mul_(lam))
             return v
+        entries = self._kept_entries()
+        if entries is not None:
+            index, mask_kept, c_kept, divisor = entries
+            wk = param.detach().reshape(-1).index_select(0, index).mul_(mask_kept)
+            v = None
+            if want_value:
+                mag = wk.abs() if self.exponent == 1.0 else wk.abs().pow(self.exponent)
+                v = (mag.sum() * c_kept if c_kept.ndim == 0 else torch.dot(c_kept, mag)) / divisor
+            g = kept_entry_gradient(wk, c_kept, self.exponent).mul_(mask_kept)
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            param.grad.view(-1).index_add_(0, index, g, alpha=lam / divisor)
+            return v
+        w = self.weight.detach()
         v = None
         if want_value:
             v = weighted_penalty(w, self.coeff, self.exponent, slice_norm=lay.slice_norm, reduction=self.reduction,

@@ -16,9 +16,10 @@ import torch
 from .._commands import command
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
-from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
+from .registry import add_config_arguments, config_from_args, preset_names, task_names
 from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
+from .train import check_lottery_prior
 from .table import inventory_table, markdown_table, write_csv
 
 __all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options",
@@ -158,7 +159,8 @@ def regimes_from_args(args: argparse.Namespace, default) -> list:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=task_names(), help="the task to train")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="hyperparameter preset (default: cpu)")
+    p.add_argument("--preset", choices=preset_names(), default="cpu",
+                   help="hyperparameter preset (default: cpu; navigation also has authors and authors-paper)")
     add_regime_options(p, default="none")
     p.add_argument("--sparsity", action="append", type=parse_sparsity, metavar="S",
                    help="target sparsity as a fraction (0.9) or percentage (90%%); repeatable (default: 0)")
@@ -196,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
         regimes = regimes_from_args(args, ["none"])
+        for regime in regimes:
+            check_lottery_prior(regime, cfg)
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2

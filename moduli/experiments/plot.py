@@ -120,7 +120,11 @@ def plot_breakdown(records: list[dict], path, *, factor: float = 2.0) -> Path:
         ax.set_title(f"{phase} phase")
     metric = rows[0]["metric"] if rows else ""
     axes[0][0].set_ylabel(metric_label(metric))
-    axes[0][-1].legend(fontsize=7)
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[0][0].legend(list(legend.values()), list(legend), fontsize=7)
     fig.suptitle(f"{task} ({preset}): breakdown at {factor:g} x the dense {metric_label(metric)} (triangles)")
     fig.tight_layout()
     path = Path(path)

@@ -121,11 +121,9 @@ def inventory_table(records: list[dict]) -> str:
 
 
 def regime_rank(column: str) -> int:
-    """Position of a column in tables and legends: none, l1, shuffled, torus (with any options), then the rest."""
+    """Position of a column in tables and legends: none, l1, shuffled, torus, then the rest (ties: by name)."""
     order = ["none", "l1", "shuffled", "torus"]
     base = column.split(" ")[0]
-    if base not in order:
-        base = base.split(":")[0]
     return order.index(base) if base in order else len(order)
 
 

@@ -16,10 +16,11 @@ import torch
 from .._commands import command
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
-from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
+from .registry import add_config_arguments, config_from_args, preset_names, task_names
 from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
-from .table import inventory_table, markdown_table, write_csv
+from .train import check_lottery_prior
+from .table import breakdown_table, inventory_table, markdown_table, write_breakdown_csv, write_csv
 
 __all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options",
            "error_message", "report", "SweepOutput"]
@@ -125,6 +126,16 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
+def _above_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a finite number above 1, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -158,7 +169,8 @@ def regimes_from_args(args: argparse.Namespace, default) -> list:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=task_names(), help="the task to train")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="hyperparameter preset (default: cpu)")
+    p.add_argument("--preset", choices=preset_names(), default="cpu",
+                   help="hyperparameter preset (default: cpu; navigation also has authors and authors-paper)")
     add_regime_options(p, default="none")
     p.add_argument("--sparsity", action="append", type=parse_sparsity, metavar="S",
                    help="target sparsity as a fraction (0.9) or percentage (90%%); repeatable (default: 0)")
@@ -196,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
         regimes = regimes_from_args(args, ["none"])
+        for regime in regimes:
+            check_lottery_prior(regime, cfg)
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2
@@ -226,6 +240,11 @@ def _table_args(p: argparse.ArgumentParser) -> None:
                    help="only these lambdas (repeatable; regime none is always shown)")
     p.add_argument("--inventory", action="store_true",
                    help="also print exactly what was run: seeds, threads and training time per phase")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also print the breakdown sparsity per regime and phase (the smallest sparsity whose error "
+                        "exceeds FACTOR x the dense error of regime none at sparsity 0) and write DIR/breakdown.csv")
+    p.add_argument("--factor", type=_above_one, default=2.0,
+                   help="breakdown threshold as a multiple of the dense error (default 2)")
 
 
 @command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
@@ -244,11 +263,20 @@ def table(args: argparse.Namespace) -> int:
     default = args.dir / "table.csv" if args.dir.is_dir() else args.dir.with_name(args.dir.stem + "-table.csv")
     try:  # the CSV first, so that output piped into head (a closed stdout) does not skip it
         path = write_csv(records, args.csv or default)
-    except OSError as exc:
+        if args.breakdown:
+            bpath = write_breakdown_csv(records, path.with_name(path.name.replace("table.csv", "breakdown.csv")
+                                                                if path.name.endswith("table.csv")
+                                                                else path.stem + "-breakdown.csv"),
+                                        factor=args.factor)
+            btable = breakdown_table(records, factor=args.factor)
+    except (OSError, ValueError) as exc:
         return report("moduli table", exc)
     print(markdown_table(records))
     if args.inventory:
         print(inventory_table(records))
+    if args.breakdown:
+        print(btable)
+        print(f"breakdown csv: {bpath}")
     print(f"csv: {path}")
     return 0
 
@@ -258,12 +286,16 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="run id whose trained model to draw (default: the first moduli run)")
     p.add_argument("--lam", action="append", type=_nonneg_float, metavar="LAMBDA",
                    help="only these lambdas (repeatable; regime none is always shown)")
+    p.add_argument("--factor", type=_above_one, default=2.0,
+                   help="breakdown threshold of the TASK-PRESET_breakdown.png figures, a multiple of the dense error "
+                        "(default 2)")
 
 
-@command("plot", "write PNGs: metric versus sparsity per regime, and the weights of one trained model")(_plot_args)
+@command("plot", "write PNGs: metric versus sparsity per regime, the breakdown curves (with a dense baseline), and "
+                 "the weights of one trained model")(_plot_args)
 def plot(args: argparse.Namespace) -> int:
     try:
-        paths = plot_directory(args.dir, run_id=args.run, lams=args.lam)
+        paths = plot_directory(args.dir, run_id=args.run, lams=args.lam, breakdown_factor=args.factor)
     except (ValueError, OSError) as exc:  # CheckpointError and ResultsFileError are ValueErrors
         return report("moduli plot", exc)
     for p in paths:

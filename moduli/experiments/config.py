@@ -23,10 +23,19 @@ __all__ = [
 ]
 
 
-def _f(default, help: str, choices=None):
+def _f(default, help: str, choices=None, *, added: bool = False):
+    """A config field with its help text; ``added=True`` marks a field added after records were first written.
+
+    An added field at its default is left out of :meth:`TrainConfig.to_dict`,
+    so a configuration that does not use it has the dictionary (and the
+    ``config_sha256``) it had before the field existed, and records and
+    checkpoints written then still match it.
+    """
     meta = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if added:
+        meta["added"] = True
     return field(default=default, metadata=meta)
 
 
@@ -48,6 +57,9 @@ class TrainConfig:
     prune_scope: str = _f("global", "magnitude threshold over all pruned weights together or per tensor", ("global", "tensor"))
     lottery_mode: str = _f("reinit", "lottery phase weights: fresh ('reinit') or the sparse run's initial ones ('rewind')", ("reinit", "rewind"))
     eval_size: int = _f(1000, "fresh sequences in the final evaluation")
+    lottery_prior: str = _f("keep", "lottery phase prior: the sparse phase's embeddings and coefficients ('keep'), or "
+                            "freshly drawn ones, as the fresh model of the authors' code gets ('redraw'; fixed "
+                            "embeddings only)", ("keep", "redraw"), added=True)
 
     def __post_init__(self):
         for f in fields(self):
@@ -78,7 +90,30 @@ class TrainConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict, without the fields marked ``added`` that are at their default."""
+        out = dataclasses.asdict(self)
+        for f in fields(self):
+            if f.metadata.get("added") and out[f.name] == f.default:
+                del out[f.name]
+        return out
+
+
+_OPTIMIZERS = ("adam", "adamw")
+
+
+def _optimizer_field():
+    return _f("adam", "optimizer: Adam, or AdamW with decoupled weight decay (the authors' navigation code)",
+              _OPTIMIZERS, added=True)
+
+
+def _weight_decay_field():
+    return _f(0.0, "optimizer weight decay: coupled L2 for adam, decoupled for adamw (torch's AdamW default is 0.01)",
+              added=True)
+
+
+def _check_weight_decay(cfg) -> None:
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay must be non-negative, got {cfg.weight_decay}")
 
 
 @dataclass(frozen=True)
@@ -92,9 +127,14 @@ class NavigationConfig(TrainConfig):
     surround: bool = _f(False, "subtract a surround softmax of variance 2 sigma^2 from the place-cell code")
     readout: str = _f("all", "loss and error on every step ('all', as in the grid-cell model) or the final one", ("all", "final"))
     decode_k: int = _f(3, "the error decodes position as the mean centre of the k most active place cells")
+    inputs: str = _f("velocity", "RNN inputs: velocity (m/s) or displacement per step (m, velocity * dt, as in the "
+                     "authors' code)", ("velocity", "displacement"), added=True)
+    optimizer: str = _optimizer_field()
+    weight_decay: float = _weight_decay_field()
 
     def __post_init__(self):
         super().__post_init__()
+        _check_weight_decay(self)
         for name in ("n_hidden", "n_place", "decode_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -111,9 +151,12 @@ class AddingConfig(TrainConfig):
     n_hidden: int = _f(128, "hidden size of the RNN")
     bias: bool = _f(True, "biases in the RNN and the readout")
     init: str = _f("default", "recurrent initialisation: torch's default or the identity (IRNN)", ("default", "identity"))
+    optimizer: str = _optimizer_field()
+    weight_decay: float = _weight_decay_field()
 
     def __post_init__(self):
         super().__post_init__()
+        _check_weight_decay(self)
         if self.n_hidden < 1:
             raise ValueError(f"n_hidden must be at least 1, got {self.n_hidden}")
         if self.seq_len < 2:
@@ -139,6 +182,22 @@ NAVIGATION_PRESETS: dict[str, NavigationConfig] = {
         lam=1e-4, eval_size=16,
     ),
 }
+
+# The authors' public navigation code (github.com/mackeynations/Moduli-regularizers,
+# navigation/ at commit ab32906; docs/protocol.md cites file and line of each
+# setting): AdamW at torch's default weight decay 0.01, the penalty
+# 0.1 * mean(coefficient * |W_hh|), global magnitude pruning over encoder,
+# W_ih, W_hh and decoder, difference-of-Gaussians place cells, displacement
+# per step as input, and a lottery model whose prior is drawn afresh. The
+# inverted DoG coefficient is the regime's (``torus:authors``).
+_AUTHORS = dict(lam=0.1, reduction="mean", optimizer="adamw", weight_decay=0.01, prune_targets="all",
+                prune_scope="global", surround=True, inputs="displacement", lottery_prior="redraw")
+
+# "authors" is the cpu preset's scale with the authors' protocol, so the two
+# differ only in protocol; "authors-paper" is their size (Table 11 and main.py:
+# 30 epochs of 1000 batches of 200 sequences of 50 steps, lr 1e-4, Ng 4096).
+NAVIGATION_PRESETS["authors"] = dataclasses.replace(NAVIGATION_PRESETS["cpu"], **_AUTHORS)
+NAVIGATION_PRESETS["authors-paper"] = dataclasses.replace(NAVIGATION_PRESETS["paper"], eval_size=1000, **_AUTHORS)
 
 ADDING_PRESETS: dict[str, AddingConfig] = {
     # Appendix A.3 (Table 13); 50 pruning epochs is our choice.

@@ -12,9 +12,9 @@ import torch
 from .. import analysis, targets
 from ..manifolds import catalog
 from .results import RECORD_FIELDS, read_checkpoint, read_results
-from .table import regime_rank, metric_label, summarize
+from .table import lower_is_better, breakdown, dense_baselines, regime_rank, metric_label, summarize
 
-__all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_model"]
+__all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_breakdown", "plot_model"]
 
 
 def _pyplot():
@@ -55,6 +55,77 @@ def plot_metric_vs_sparsity(records: list[dict], path) -> Path:
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{rows[0]['task'] if rows else ''}: {metric} versus sparsity")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_breakdown(records: list[dict], path, *, factor: float = 2.0) -> Path:
+    """Error versus sparsity on a log scale of the kept fraction, one panel per phase, with the breakdown line.
+
+    The x axis is ``1 - sparsity`` on a log scale, decreasing to the right and
+    labelled in sparsity, so 90, 99 and 99.9% are evenly spaced; the dense
+    model (regime ``none`` at sparsity 0) is a black line, ``factor`` times it
+    a dotted one, and each regime's breakdown sparsity (:func:`breakdown`,
+    mean over the seeds that broke down) a mark on that line. Points are the
+    mean over seeds, error bars the std. One task and preset of ``records``
+    at a time.
+
+    Raises
+    ------
+    ValueError
+        If ``records`` hold more than one (task, preset) or no dense baseline.
+    """
+    keys = {(r["task"], r.get("preset", "")) for r in records}
+    if len(keys) != 1:
+        raise ValueError(f"plot_breakdown draws one task and preset at a time; got {sorted(keys)}")
+    (task, preset), = keys
+    dense = dense_baselines(records).get((task, preset))
+    if not dense:
+        raise ValueError(f"no dense baseline for {task} ({preset}): run regime none at sparsity 0")
+    base = sum(dense.values()) / len(dense)
+    plt = _pyplot()
+    rows = [r for r in summarize(records) if r["n"] > 0]
+    points = {(r["column"], r["phase"]): r for r in breakdown(records, factor=factor)}
+    phases = [p for p in ("sparse", "lottery") if any(r["phase"] == p and r["sparsity"] > 0 for r in rows)]
+    fig, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 4), sharey=True, squeeze=False)
+    columns = sorted({r["column"] for r in rows}, key=lambda c: (regime_rank(c), c))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    sparsities = sorted({r["sparsity"] for r in rows})
+    ticks = [1 - s for s in sparsities if s > 0]
+    for ax, phase in zip(axes[0], phases):
+        ax.set_xscale("log")
+        ax.set_xlim(max(ticks) * 1.5, min(ticks) / 1.5)  # decreasing: sparsity grows to the right
+        ax.set_autoscalex_on(False)
+        for i, col in enumerate(columns):
+            rs = sorted((r for r in rows if r["column"] == col and r["phase"] == phase and r["sparsity"] > 0),
+                        key=lambda r: r["sparsity"])
+            if not rs:
+                continue
+            colour = colours[i % len(colours)]
+            ax.errorbar([1 - r["sparsity"] for r in rs], [r["mean"] for r in rs],
+                        yerr=[0.0 if r["n"] < 2 else r["std"] for r in rs], fmt="-o", color=colour, capsize=3,
+                        label=col, alpha=0.9)
+            b = points.get((col, phase))
+            if b is not None and b["n"] > 0:
+                ax.plot([1 - b["mean"]], [factor * base], marker="v", markersize=9, color=colour, linestyle="none")
+        ax.axhline(base, color="black", linewidth=1, label=f"dense ({base:.2f})")
+        ax.axhline(factor * base, color="black", linewidth=1, linestyle=":", label=f"{factor:g} x dense")
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{100 * (1 - t):g}" for t in ticks], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("sparsity (%), log scale of the kept fraction")
+        ax.set_title(f"{phase} phase")
+    metric = rows[0]["metric"] if rows else ""
+    axes[0][0].set_ylabel(metric_label(metric))
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[0][0].legend(list(legend.values()), list(legend), fontsize=7)
+    fig.suptitle(f"{task} ({preset}): breakdown at {factor:g} x the dense {metric_label(metric)} (triangles)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -140,13 +211,17 @@ def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim:
     return paths
 
 
-def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = None) -> list[Path]:
-    """Write ``out/plots/TASK_vs_sparsity.png`` per task and one model's pictures.
+def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = None,
+                   breakdown_factor: float = 2.0) -> list[Path]:
+    """Write ``out/plots/TASK_vs_sparsity.png`` per task, ``TASK-PRESET_breakdown.png`` per (task, preset)
+    with a dense baseline (:func:`plot_breakdown`, lower-is-better metrics) and one model's pictures.
 
     The model pictures (:func:`plot_model`) use the checkpoint of ``run_id``
     (default: the first moduli-regime checkpoint, else the first checkpoint),
     drawn on the run's own manifold. ``lams`` keeps only
     results with those lambdas (regime ``none`` always kept).
+    ``breakdown_factor`` is the threshold of the breakdown figures, a multiple
+    of the dense error (default 2).
     """
     out = Path(out)
     records = read_results(out, require=RECORD_FIELDS)
@@ -159,6 +234,10 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
     paths = []
     for task in sorted({r["task"] for r in records}):
         paths.append(plot_metric_vs_sparsity([r for r in records if r["task"] == task], plots / f"{task}_vs_sparsity.png"))
+        for (t, preset) in sorted(k for k in dense_baselines(records) if k[0] == task):
+            rs = [r for r in records if r["task"] == task and r.get("preset", "") == preset]
+            if any(r["sparsity"] > 0 for r in rs) and lower_is_better(task):
+                paths.append(plot_breakdown(rs, plots / f"{task}-{preset}_breakdown.png", factor=breakdown_factor))
     ckpts = sorted((out / "checkpoints").glob("*-sparse.pt"))
     if run_id is not None:
         ckpts = [c for c in ckpts if c.name == f"{run_id}-sparse.pt"]

@@ -16,6 +16,13 @@ not) and an inhibitor name of :data:`moduli.regularizers.INHIBITORS`
 with arguments in parentheses, e.g. ``torus:trained``, ``klein:diffusion``,
 ``torus:ricker(sigma=1.5)``, ``r3:trained:dog(sigma1=0.7,sigma2=3)``.
 
+Option ``zeromin`` shifts the inhibitor down by its minimum on the space
+(:class:`moduli.regularizers.ZeroMinimum`), and ``authors`` is the
+coefficient of the authors' public navigation code: ``dog(c=100,sigma1=0.5)``
+with ``zeromin``, i.e. ``81.14 - 100 (exp(-d^2/5) - exp(-4 d^2))`` on the
+torus, 0 near ``d = 0.89`` (``docs/protocol.md``); ``torus:authors`` is
+written ``torus:dog(c=100,sigma1=0.5):zeromin``.
+
 An inhibitor's arguments default to its class defaults, except where
 :data:`REGIME_DEFAULTS` says otherwise (the runner's difference of Gaussians
 has ``sigma1 = 1``, the shape of the paper's Figure 6b). Arguments equal to
@@ -31,10 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from ..manifolds import catalog
-from ..regularizers import INHIBITORS, L1Prior, ModuliPrior, ShuffledPrior, inhibitor_arguments, make_inhibitor
+from ..regularizers import (
+    INHIBITORS, L1Prior, ModuliPrior, ShuffledPrior, ZeroMinimum, inhibitor_arguments, make_inhibitor,
+)
 
-__all__ = ["Regime", "parse_regime", "parse_inhibitor_args", "REGIME_DEFAULTS", "MANIFOLD_NAMES",
-           "INHIBITOR_NAMES", "build_manifold", "build_inhibitor", "build_prior"]
+__all__ = ["Regime", "parse_regime", "parse_inhibitor_args", "REGIME_DEFAULTS", "INHIBITOR_ALIASES",
+           "MANIFOLD_NAMES", "INHIBITOR_NAMES", "build_manifold", "build_inhibitor", "build_prior"]
 
 MANIFOLD_NAMES = catalog.NAMES
 INHIBITOR_NAMES = tuple(INHIBITORS)
@@ -44,6 +53,13 @@ build_manifold = catalog.build
 #: The one place where the runner's inhibitor constants differ from the classes' defaults.
 #: Changing a value here changes the numbers and labels of every run that relies on it.
 REGIME_DEFAULTS: dict[str, dict[str, float]] = {"dog": {"sigma1": 1.0}}
+
+#: Regime options that stand for an inhibitor with arguments and ``zeromin``:
+#: ``authors`` is the inverted difference of Gaussians of the authors' navigation
+#: code (regularizer.py:57-58 and 93-95 at commit ab32906, docs/protocol.md).
+INHIBITOR_ALIASES: dict[str, tuple[str, dict[str, float], bool]] = {
+    "authors": ("dog", {"c": 100.0, "sigma1": 0.5, "sigma2": 5**0.5}, True),
+}
 
 _DEFAULT_INHIBITOR = "dog"
 _ARGS = re.compile(r"^([a-z_][a-z0-9_]*)\((.*)\)$")
@@ -91,6 +107,10 @@ class Regime:
         The inhibitor's arguments that differ from the regime defaults, sorted
         by name. A mapping may be given; it is checked and made canonical
         (arguments at their default are dropped).
+    zero_min : bool
+        Shift the inhibitor down by its minimum on the space, so that its
+        smallest coefficient is 0 (option ``zeromin``; ``moduli`` and
+        ``shuffled`` only).
     """
 
     kind: str
@@ -98,14 +118,17 @@ class Regime:
     inhibitor: Optional[str] = None
     trained: bool = False
     inhibitor_args: tuple = field(default=())
+    zero_min: bool = False
 
     def __post_init__(self):
         if self.kind not in ("none", "l1", "shuffled", "moduli"):
             raise ValueError(f"kind must be one of ['none', 'l1', 'shuffled', 'moduli'], got {self.kind!r}")
         args = dict(self.inhibitor_args)
+        if not isinstance(self.zero_min, bool):
+            raise TypeError(f"zero_min must be a bool, got {self.zero_min!r}")
         if self.kind in ("none", "l1"):
-            if self.manifold is not None or self.inhibitor is not None or self.trained or args:
-                raise ValueError(f"regime {self.kind!r} takes no manifold, inhibitor, arguments or training")
+            if self.manifold is not None or self.inhibitor is not None or self.trained or args or self.zero_min:
+                raise ValueError(f"regime {self.kind!r} takes no manifold, inhibitor, arguments, zeromin or training")
             object.__setattr__(self, "inhibitor_args", ())
             return
         if self.manifold not in MANIFOLD_NAMES:
@@ -135,6 +158,8 @@ class Regime:
             parts.append("trained")
         if self.inhibitor != _DEFAULT_INHIBITOR or self.inhibitor_args:
             parts.append(self.inhibitor_spelling)
+        if self.zero_min:
+            parts.append("zeromin")
         return ":".join(parts)
 
     def arguments(self) -> dict[str, float]:
@@ -144,15 +169,22 @@ class Regime:
         return _defaults(self.inhibitor) | dict(self.inhibitor_args)
 
     def to_dict(self) -> dict:
-        """The record's ``regime_spec``: the fields (``inhibitor_args`` as a dict) and the label."""
-        return {"kind": self.kind, "manifold": self.manifold, "inhibitor": self.inhibitor, "trained": self.trained,
-                "inhibitor_args": dict(self.inhibitor_args), "label": self.label}
+        """The record's ``regime_spec``: the fields (``inhibitor_args`` as a dict) and the label.
+
+        ``zero_min`` appears only when true, so the specs of other regimes are
+        what they were before the option existed.
+        """
+        out = {"kind": self.kind, "manifold": self.manifold, "inhibitor": self.inhibitor, "trained": self.trained,
+               "inhibitor_args": dict(self.inhibitor_args), "label": self.label}
+        if self.zero_min:
+            out["zero_min"] = True
+        return out
 
     @classmethod
     def from_dict(cls, spec: Mapping) -> "Regime":
-        """The regime of a record's ``regime_spec`` (``inhibitor_args`` may be absent: older records)."""
+        """The regime of a record's ``regime_spec`` (``inhibitor_args``, ``zero_min`` may be absent: older records)."""
         return cls(spec["kind"], spec.get("manifold"), spec.get("inhibitor"), bool(spec.get("trained", False)),
-                   dict(spec.get("inhibitor_args") or {}))
+                   dict(spec.get("inhibitor_args") or {}), bool(spec.get("zero_min", False)))
 
 
 def parse_inhibitor_args(items: Optional[Sequence[str]]) -> dict[str, float]:
@@ -216,6 +248,8 @@ def parse_regime(spec: str, *, inhibitor: str = _DEFAULT_INHIBITOR, trained: boo
     'klein:diffusion'
     >>> parse_regime("torus:ricker(sigma=1.50)").label
     'torus:ricker(sigma=1.5)'
+    >>> parse_regime("shuffled:authors").label
+    'shuffled:dog(c=100,sigma1=0.5):zeromin'
     """
     if not isinstance(spec, str):
         raise TypeError(f"regime must be a string, got {type(spec).__name__}")
@@ -231,8 +265,16 @@ def parse_regime(spec: str, *, inhibitor: str = _DEFAULT_INHIBITOR, trained: boo
         return Regime(name)
     manifold = "torus" if name == "shuffled" else name
     inline = None
+    zero_min = False
     for opt in options:
         m = _ARGS.match(opt)
+        if opt in INHIBITOR_ALIASES:
+            inhibitor, alias_args, zero_min = INHIBITOR_ALIASES[opt][0], dict(INHIBITOR_ALIASES[opt][1]), True
+            inline = alias_args | (inline or {})
+            continue
+        if opt == "zeromin":
+            zero_min = True
+            continue
         if m and m.group(1) in INHIBITORS:
             inhibitor = m.group(1)
             try:
@@ -249,14 +291,15 @@ def parse_regime(spec: str, *, inhibitor: str = _DEFAULT_INHIBITOR, trained: boo
             manifold = opt
         else:
             raise ValueError(
-                f"regime {spec!r}: unknown option {opt!r}; expected 'trained', 'fixed', an inhibitor "
+                f"regime {spec!r}: unknown option {opt!r}; expected 'trained', 'fixed', 'zeromin', "
+                f"{', '.join(repr(a) for a in INHIBITOR_ALIASES)}, an inhibitor "
                 f"{list(INHIBITOR_NAMES)} (optionally with arguments, e.g. ricker(sigma=1.5))"
                 + (f" or a manifold {list(MANIFOLD_NAMES)}" if name == "shuffled" else "")
             )
     args = dict(inhibitor_args or {}) | (inline or {})
     try:
         regime = Regime("shuffled" if name == "shuffled" else "moduli", manifold, inhibitor,
-                        bool(trained) and name != "shuffled", args)
+                        bool(trained) and name != "shuffled", args, zero_min)
         build_inhibitor(regime)  # the inhibitor's own range checks (sigma2 > sigma1, power >= 1, ...)
     except ValueError as exc:
         raise ValueError(f"regime {spec!r}: {exc}") from None
@@ -264,10 +307,12 @@ def parse_regime(spec: str, *, inhibitor: str = _DEFAULT_INHIBITOR, trained: boo
 
 
 def build_inhibitor(regime: Regime):
-    """The inhibitor of a ``moduli`` or ``shuffled`` regime, with its arguments."""
+    """The inhibitor of a ``moduli`` or ``shuffled`` regime, with its arguments (shifted to a zero minimum on
+    the regime's space under ``zero_min``)."""
     if regime.inhibitor is None:
         raise ValueError(f"regime {regime.label!r} has no inhibitor")
-    return make_inhibitor(regime.inhibitor, **regime.arguments())
+    f = make_inhibitor(regime.inhibitor, **regime.arguments())
+    return ZeroMinimum(f, build_manifold(regime.manifold).diameter) if regime.zero_min else f
 
 
 def build_prior(regime: Regime, cfg):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Union
 
@@ -20,10 +21,11 @@ from .lm import LM_PRESETS, LMConfig, LMTask
 from .tasks import AddingTask, NavigationTask, Task
 
 __all__ = ["TaskEntry", "TASKS", "PRESET_NAMES", "register_task", "make_task", "get_preset", "task_names",
-           "add_config_arguments", "config_from_args", "config_from_dict"]
+           "preset_names", "add_config_arguments", "config_from_args", "config_from_dict"]
 
-#: Every task has these presets.
+#: Every task has these presets; a task may add its own (navigation: ``authors``, ``authors-paper``).
 PRESET_NAMES = ("paper", "cpu", "smoke")
+_PRESET_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,9 @@ class TaskEntry:
     config_type : type
         Its :class:`~moduli.experiments.config.TrainConfig` subclass.
     presets : mapping
-        ``{"paper": cfg, "cpu": cfg, "smoke": cfg}``, instances of ``config_type``.
+        ``{"paper": cfg, "cpu": cfg, "smoke": cfg, ...}``, instances of
+        ``config_type``: every name of :data:`PRESET_NAMES`, and any presets
+        of the task's own.
     """
 
     task_type: type
@@ -61,7 +65,9 @@ def register_task(name: str, task_type: type, config_type: type, presets: Mappin
     config_type : type
         Its :class:`~moduli.experiments.config.TrainConfig` subclass (a frozen dataclass).
     presets : mapping
-        One ``config_type`` instance for each of :data:`PRESET_NAMES`.
+        One ``config_type`` instance for each of :data:`PRESET_NAMES`, plus any
+        presets of the task's own, named in lower case with digits and inner
+        dashes (``authors-paper``).
     replace : bool
         Allow replacing a task of the same name (default: an error).
 
@@ -84,6 +90,9 @@ def register_task(name: str, task_type: type, config_type: type, presets: Mappin
     if missing:
         raise ValueError(f"task {name!r} needs presets {list(PRESET_NAMES)}, missing {missing}")
     for preset, cfg in presets.items():
+        if not isinstance(preset, str) or not _PRESET_NAME.match(preset):
+            raise ValueError(f"preset names of task {name!r} must be lower-case words joined by dashes "
+                             f"(e.g. 'authors-paper'), got {preset!r}")
         if not isinstance(cfg, config_type):
             raise TypeError(f"preset {preset!r} of task {name!r} must be a {config_type.__name__}, "
                             f"got {type(cfg).__name__}")
@@ -104,6 +113,12 @@ def task_names() -> list[str]:
     return sorted(TASKS)
 
 
+def preset_names(task: str = None) -> list[str]:
+    """The presets of ``task`` (default: of every task): :data:`PRESET_NAMES` first, then the others sorted."""
+    names = set(_entry(task).presets) if task is not None else {p for e in TASKS.values() for p in e.presets}
+    return [p for p in PRESET_NAMES if p in names] + sorted(names - set(PRESET_NAMES))
+
+
 def _entry(task: str) -> TaskEntry:
     if task not in TASKS:
         raise ValueError(f"task must be one of {task_names()}, got {task!r}")
@@ -119,7 +134,7 @@ def get_preset(task: str, preset: str) -> TrainConfig:
     """The preset configuration of a task."""
     entry = _entry(task)
     if preset not in entry.presets:
-        raise ValueError(f"preset must be one of {sorted(entry.presets)}, got {preset!r}")
+        raise ValueError(f"preset of the {task} task must be one of {preset_names(task)}, got {preset!r}")
     return entry.presets[preset]
 
 

@@ -21,7 +21,7 @@ from .cli import (  # registers run/table/plot
     interrupted, parse_sparsity, regimes_from_args, report,
 )
 from .regimes import parse_regime
-from .registry import PRESET_NAMES, add_config_arguments, config_from_args, task_names
+from .registry import add_config_arguments, config_from_args, preset_names, task_names
 from .results import RECORD_FIELDS, read_results
 from .runner import run_sweep
 from .table import markdown_table, metric_label, summarize, write_csv
@@ -113,7 +113,8 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=task_names(), help="the task to sweep")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="hyperparameter preset (default: cpu)")
+    p.add_argument("--preset", choices=preset_names(), default="cpu",
+                   help="hyperparameter preset (default: cpu; navigation also has authors and authors-paper)")
     add_regime_options(p, default=" ".join(DEFAULT_SWEEP_REGIMES))
     p.add_argument("--lam-min", type=_nonneg_float, default=1e-4, help="smallest λ of the log grid (default 1e-4)")
     p.add_argument("--lam-max", type=_nonneg_float, default=1.0, help="largest λ of the log grid (default 1)")

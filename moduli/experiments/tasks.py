@@ -65,8 +65,18 @@ class Task:
         """The optimizer of a training phase (a new one per phase).
 
         ``params`` is a list of tensors or of parameter groups (trained
-        embeddings get their own group when ``cfg.embed_lr`` is set).
+        embeddings get their own group when ``cfg.embed_lr`` is set). Adam
+        with ``cfg.lr``; a config with ``optimizer`` and ``weight_decay``
+        fields (navigation, adding) chooses Adam or AdamW and the decay.
         """
+        name = getattr(self.cfg, "optimizer", "adam")
+        decay = getattr(self.cfg, "weight_decay", 0.0)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=decay)
+        if name != "adam":
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {name!r}")
+        if decay:
+            return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=decay)
         return torch.optim.Adam(params, lr=self.cfg.lr)
 
     def begin_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
@@ -96,9 +106,13 @@ class NavigationTask(Task):
     def build_model(self) -> nn.Module:
         return NavigationRNN(self.cfg.n_place, self.cfg.n_hidden)
 
+    def _inputs(self, velocity: Tensor) -> Tensor:
+        """The RNN's input: velocity (m/s), or displacement per step (m) under ``inputs="displacement"``."""
+        return velocity * self.trajectories.dt if self.cfg.inputs == "displacement" else velocity
+
     def sample(self, generator):
         t = self.trajectories.sample(self.cfg.batch_size, generator=generator)
-        return t.velocity, self.place_cells(t.init_position), self.place_cells(t.position)
+        return self._inputs(t.velocity), self.place_cells(t.init_position), self.place_cells(t.position)
 
     def loss(self, model, batch):
         velocity, init_code, target = batch
@@ -110,7 +124,7 @@ class NavigationTask(Task):
         ev = self.eval_set
         for i in range(0, ev.velocity.shape[0], chunk):
             v, p, p0 = ev.velocity[i:i + chunk], ev.position[i:i + chunk], ev.init_position[i:i + chunk]
-            logits = model(v, self.place_cells(p0))
+            logits = model(self._inputs(v), self.place_cells(p0))
             err = position_error_cm(logits, p, self.place_cells.centres, k=self.cfg.decode_k, readout=self.cfg.readout)
             total += float(err) * v.shape[0]
             n += v.shape[0]

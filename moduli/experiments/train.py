@@ -29,10 +29,10 @@ from .registry import make_task
 from .results import CheckpointError, append_result, atomic_save, checkpoint_contents, checkpoint_path, load_checkpoint
 from .tasks import Task
 
-__all__ = ["run_one", "initial_embeddings", "progress_bar"]
+__all__ = ["run_one", "initial_embeddings", "progress_bar", "check_lottery_prior"]
 
 # Offsets that keep the random streams of one seed apart.
-_TRAIN_STREAM, _LOTTERY_STREAM, _INIT_STREAM, _EMBED_STREAM = 11, 13, 17, 19
+_TRAIN_STREAM, _LOTTERY_STREAM, _INIT_STREAM, _EMBED_STREAM, _LOTTERY_EMBED_STREAM = 11, 13, 17, 19, 23
 
 
 def _now() -> str:
@@ -176,18 +176,36 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
     }
 
 
+def check_lottery_prior(regime, cfg: TrainConfig) -> None:
+    """Refuse ``lottery_prior="redraw"`` with a trained embedding (the lottery phase freezes what was learned).
+
+    Raises
+    ------
+    ValueError
+        Naming the regime and the option.
+    """
+    if cfg.lottery_prior == "redraw" and regime.trained:
+        raise ValueError(f"lottery_prior='redraw' (--lottery-prior redraw) needs fixed embeddings; regime "
+                         f"{regime.label!r} trains its embedding, whose learned points the lottery phase keeps")
+
+
+def _attach(spec: RunSpec, cfg: TrainConfig, task: Task, model, stream: int):
+    """The regime's prior attached to ``model`` with embeddings drawn from ``stream`` (None for ``none``)."""
+    prior = build_prior(spec.regime, cfg)
+    if prior is None:
+        return None
+    gen = torch.Generator().manual_seed(stream * 1_000_000 + spec.seed)
+    return rg.attach(model, prior, targets=_targets(task, model, cfg.prior_targets), generator=gen)
+
+
 def _build(spec: RunSpec, cfg: TrainConfig):
     """A run's task, seeded fresh model, its initial state and the attached priors (or None)."""
+    check_lottery_prior(spec.regime, cfg)
     task = make_task(spec.task, cfg, spec.seed)
     torch.manual_seed(_INIT_STREAM * 1_000_000 + spec.seed)
     model = task.build_model()
     initial_state = copy.deepcopy(model.state_dict())
-    prior = build_prior(spec.regime, cfg)
-    priors = None
-    if prior is not None:
-        gen = torch.Generator().manual_seed(_EMBED_STREAM * 1_000_000 + spec.seed)
-        priors = rg.attach(model, prior, targets=_targets(task, model, cfg.prior_targets), generator=gen)
-    return task, model, initial_state, priors
+    return task, model, initial_state, _attach(spec, cfg, task, model, _EMBED_STREAM)
 
 
 def _embeddings(priors) -> dict:
@@ -300,6 +318,10 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
         pruning.lottery_reset(model, mode=cfg.lottery_mode,
                               initial_state=initial_state if cfg.lottery_mode == "rewind" else None,
                               priors=priors, seed=_LOTTERY_STREAM * 1_000_000 + spec.seed)
+        if cfg.lottery_prior == "redraw" and priors is not None:
+            # a fresh model of the authors' code draws a fresh regularizer: new embedding, new permutation
+            priors = _attach(spec, cfg, task, model, _LOTTERY_EMBED_STREAM)
+            priors.freeze()
         rec = _train_and_record("lottery", spec, task, model, cfg, priors, None, _LOTTERY_STREAM, prune_names,
                                 progress, started, t0)
         append_result(out, rec)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .inhibitors import (
     INHIBITORS, DiagonalOnly, DifferenceOfGaussians, Diffusion, ExpressionInhibitor, Inhibitor, Ricker, Sinusoid,
-    inhibitor_arguments, make_inhibitor,
+    ZeroMinimum, inhibitor_arguments, make_inhibitor,
 )
 from .penalty import coefficient_matrix, magnitude, penalty_gradient, weighted_penalty
 from .priors import L1Prior, ModuliPrior, Prior, ShuffledPrior
@@ -32,7 +32,7 @@ from .state import NeuronEmbedding, PriorSet, Term, attach
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
-    "ExpressionInhibitor", "INHIBITORS", "inhibitor_arguments", "make_inhibitor", "Prior", "ModuliPrior",
+    "ExpressionInhibitor", "ZeroMinimum", "INHIBITORS", "inhibitor_arguments", "make_inhibitor", "Prior", "ModuliPrior",
     "L1Prior", "ShuffledPrior", "attach", "PriorSet", "Term", "NeuronEmbedding",
     "coefficient_matrix", "magnitude", "weighted_penalty", "penalty_gradient",
 ]

@@ -21,7 +21,7 @@ from torch import Tensor
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
-    "ExpressionInhibitor", "INHIBITORS", "inhibitor_arguments", "make_inhibitor",
+    "ExpressionInhibitor", "ZeroMinimum", "INHIBITORS", "inhibitor_arguments", "make_inhibitor",
 ]
 
 # Where to look for negative values when a space is unbounded (R^k).
@@ -446,6 +446,73 @@ class DiagonalOnly(Inhibitor):
 
     def __repr__(self) -> str:
         return f"DiagonalOnly(value={self.value:g}, eps={self.eps:g})"
+
+
+class ZeroMinimum(Inhibitor):
+    """An inhibitor shifted down by its minimum on a space: ``f(d) - min f``, so that its minimum is 0.
+
+    ``min f`` is taken over ``[0, diameter]`` (the distances the space can
+    have) on a grid refined twice around its smallest value, in float64. A
+    difference of Gaussians with ``c = 100``, ``sigma1 = 0.5``,
+    ``sigma2 = sqrt(5)`` becomes ``max g - g`` for the bump
+    ``g(d) = 100 (exp(-d^2/5) - exp(-4 d^2))``: the "inverted" coefficient of
+    the authors' public navigation code (``docs/protocol.md``), 0 near
+    ``d = 0.888`` and about 81.14 at ``d = 0`` and far away. Values below the
+    minimum by rounding are clipped to 0.
+
+    Parameters
+    ----------
+    base : Inhibitor
+    diameter : float
+        Largest distance of the space (``manifold.diameter``; ``inf`` for an
+        unbounded one, checked on ``[0, 1000]``).
+
+    Attributes
+    ----------
+    minimum : float
+        The value subtracted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> f = ZeroMinimum(DifferenceOfGaussians(c=100.0, sigma1=0.5), diameter=50 ** 0.5)
+    >>> round(f.minimum, 2), round(float(f(torch.tensor([0.0]))), 2)
+    (18.86, 81.14)
+    """
+
+    def __init__(self, base: Inhibitor, diameter: float):
+        if not isinstance(base, Inhibitor):
+            raise TypeError(f"base must be an Inhibitor; got {type(base).__name__}")
+        if isinstance(diameter, bool) or not isinstance(diameter, numbers.Real) or math.isnan(diameter) \
+                or diameter <= 0:
+            raise ValueError(f"diameter must be a positive number or inf; got {diameter!r}")
+        self.base = base
+        self.diameter = float(diameter)
+        self.differentiable = base.differentiable
+        top = _UNBOUNDED_RANGE if not math.isfinite(self.diameter) else self.diameter
+        lo, hi = 0.0, top
+        best = math.inf
+        with torch.no_grad():
+            for _ in range(3):
+                grid = torch.linspace(lo, hi, _GRID, dtype=torch.float64)
+                values = base(grid)
+                if not bool(torch.isfinite(values).all()):
+                    raise ValueError(f"{base!r} is not finite on [0, {top:g}]")
+                i = int(values.argmin())
+                best = min(best, float(values[i]))
+                step = (hi - lo) / (_GRID - 1)
+                lo, hi = max(0.0, float(grid[i]) - step), min(top, float(grid[i]) + step)
+        self.minimum = best
+
+    def forward(self, d: Tensor) -> Tensor:
+        return (self.base.forward(d) - self.minimum).clamp_min(0.0)
+
+    def value_and_derivative(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        value, deriv = self.base.value_and_derivative(d)
+        return (value - self.minimum).clamp_min_(0.0), deriv
+
+    def __repr__(self) -> str:
+        return f"ZeroMinimum({self.base!r}, diameter={self.diameter:g})"
 
 
 # ---------------------------------------------------------------- expressions

@@ -20,7 +20,7 @@ Examples
 >>> import torch
 >>> from moduli import geodesic, targets
 >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
->>> path = geodesic.sparsify(net, torch.randn(64, 4), 0.75, steps=100, progress=False)
+>>> path = geodesic.sparsify(net, torch.randn(64, 4), 0.75, steps=10, lanczos_iters=8, progress=False)
 >>> round(targets.sparsity(path.model), 4)
 0.75
 """

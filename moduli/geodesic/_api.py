@@ -100,7 +100,7 @@ def sparsify(
         ``seed``, ``progress``.
     **overrides
         Fields of :class:`GeodesicOptions` replacing those of ``options``
-        (``sparsify(net, x, 0.9, beta=0.01, steps=300)``).
+        (``sparsify(net, x, 0.9, steps=300, trust=5.0)``).
 
     Returns
     -------
@@ -126,7 +126,7 @@ def sparsify(
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> path = geodesic.sparsify(net, torch.randn(32, 4), 0.5, steps=20, progress=False)
+    >>> path = geodesic.sparsify(net, torch.randn(32, 4), 0.5, steps=10, lanczos_iters=8, progress=False)
     >>> targets.sparsity(path.model), path.reached, path.history[-1]["step_norm"]  # no final jump
     (0.5, True, 0.0)
     """

@@ -20,13 +20,13 @@ Examples
 >>> import torch
 >>> from moduli import geodesic, targets
 >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
->>> path = geodesic.sparsify(net, torch.randn(64, 4), 0.75, steps=100, progress=False)
+>>> path = geodesic.sparsify(net, torch.randn(64, 4), 0.75, steps=10, lanczos_iters=8, progress=False)
 >>> round(targets.sparsity(path.model), 4)
 0.75
 """
 
 from ._api import line_length, sparsify, transfer
-from ._hyperplane import target_weights
+from ._hyperplane import target_parameters, target_weights
 from ._metric import METRICS, FunctionalMetric
 from ._options import GeodesicOptions
 from ._projection import apply_masks, magnitude_masks, unit_masks
@@ -36,6 +36,7 @@ from .data import load_idx, load_mnist
 
 __all__ = [
     "sparsify", "transfer", "GeodesicPath", "GeodesicOptions", "line_length", "target_weights",
+    "target_parameters",
     "FunctionalMetric", "METRICS", "trust_region_step", "solve_small_trust_region", "StepInfo",
     "magnitude_masks", "unit_masks", "apply_masks", "load_idx", "load_mnist",
 ]

@@ -28,7 +28,7 @@ def sparsify(
     data,
     target_sparsity: float,
     *,
-    mode: str = "eq7",
+    mode: str = "compensate",
     structured: Optional[str] = None,
     targets=None,
     options: Optional[GeodesicOptions] = None,
@@ -36,15 +36,20 @@ def sparsify(
 ) -> GeodesicPath:
     """Walk a trained network to a sparse hyperplane along an approximate geodesic.
 
-    At each step the tangent vector solves Eq. 7,
-    ``argmin θᵀ g_w θ − β θᵀ v  s.t.  |θ|² ≤ eps``, where ``g_w`` is the
-    pull-back metric of the outputs at the current weights ``w`` on one batch
-    and ``v = P(w) − w`` points to the Euclidean projection ``P(w)`` of ``w``
-    onto the sparse hyperplane (global magnitude projection, or whole-unit
-    removal).  The walk stops when the distance ``|v|`` falls below
-    ``tol * |v_0|`` or after ``steps`` steps; the weights are then projected
-    exactly onto the hyperplane.  The radius is ``min(sqrt(eps), |v|)`` so the
-    walk never overshoots the hyperplane.
+    ``v = P(w) − w`` points from the current weights ``w`` to their
+    Euclidean projection ``P(w)`` onto the sparse hyperplane (global
+    magnitude projection, or whole-unit removal), recomputed after every
+    step; ``g_w`` is the pull-back metric of the outputs at ``w`` on one
+    batch.  With the defaults (``mode="compensate"``) the walk takes exactly
+    ``steps`` steps and lands on the hyperplane with no final jump: at each
+    step the coordinates being pruned move by ``v / (steps − t + 1)`` and the
+    others take the Gauss-Newton step that best restores the starting
+    network's outputs, within a trust radius of ``trust · |v_0| / steps``.
+    ``mode="eq7"`` is the paper's free step,
+    ``argmin θᵀ g_w θ − β θᵀ v  s.t.  |θ| ≤ r``, until ``|v| < tol · |v_0|``
+    or ``steps`` steps, followed by the exact projection.  Every default is
+    relative to scales measured on the model and data (see
+    :class:`GeodesicOptions`), so it carries over to unseen networks.
 
     All trainable parameters move (weights, biases, BatchNorm affine
     parameters); only the target weights count towards the sparsity.  The
@@ -65,31 +70,37 @@ def sparsify(
         weights (exactly ``round(p · N)`` entries).  Structured: fraction of
         output units removed in every target layer
         (``round(p · units)`` per layer).
-    mode : {"eq7", "compensate"}, optional
-        ``"eq7"`` (default): the free trust-region step of Eq. 7 described
-        above; the walk ends when the distance drops below ``tol · |v_0|``.
-        ``"compensate"``: Eq. 7 restricted to steps that make prescribed
-        progress -- the coordinates being pruned move by ``v / (steps − t + 1)``
-        (a linear schedule that lands exactly on the hyperplane after
-        ``steps`` steps), and the remaining coordinates take the
-        minimum-metric step ``argmin θᵀ g θ`` given that move, within
-        ``|θ_kept|² ≤ eps`` (with ``v`` fixed, the ``β`` term is constant, so
+    mode : {"compensate", "eq7"}, optional
+        ``"compensate"`` (default): Eq. 7 restricted to steps that make
+        prescribed progress -- the coordinates being pruned move by
+        ``v / (steps − t + 1)`` (a linear schedule that lands exactly on the
+        hyperplane after ``steps`` steps), and the remaining coordinates take
+        the minimum-metric step given that move (with ``restore``, the
+        Gauss-Newton step back towards the starting outputs), within the
+        trust radius (with ``v`` fixed, the ``β`` term is constant, so
         ``beta`` is unused).  ``tol`` is unused.
+        ``"eq7"``: the free trust-region step of Eq. 7 described above; the
+        radius is ``min(r, |v|)`` so the walk never overshoots.
     structured : {None, "units", "neurons", "filters"}, optional
         ``None``: global magnitude projection over element weights.
         Otherwise whole output units (Linear rows, Conv output filters, and
         their biases) are removed; see :func:`target_weights` for defaults.
     targets : str or list of str, optional
-        Module names whose ``weight`` is sparsified (default: every Linear
-        and Conv layer).
+        Module names (all their weight matrices) or parameter names
+        (``"rnn.weight_hh_l0"``) to sparsify.  Default: every weight matrix
+        of :func:`moduli.targets.default_weights` -- Linear and Conv weights
+        and the input and recurrent weights of RNN/LSTM/GRU layers -- so that
+        ``moduli.targets.sparsity(path.model)`` is ``target_sparsity``; see
+        :func:`target_parameters`.
     options : GeodesicOptions, optional
         The walk's settings (default ``GeodesicOptions()``): ``steps``,
-        ``eps``, ``beta``, ``metric``, ``restore``, ``evaluate``,
-        ``eval_every``, ``batch_size``, ``lanczos_iters``, ``tol``,
-        ``keep_every``, ``seed``, ``progress``.
+        ``trust``, ``eps``, ``beta``, ``beta_absolute``, ``metric``,
+        ``restore``, ``evaluate``, ``eval_every``, ``batch_size``,
+        ``lanczos_iters``, ``lanczos_tol``, ``tol``, ``keep_every``,
+        ``seed``, ``progress``.
     **overrides
         Fields of :class:`GeodesicOptions` replacing those of ``options``
-        (``sparsify(net, x, 0.9, beta=0.01, steps=300)``).
+        (``sparsify(net, x, 0.9, steps=300, trust=5.0)``).
 
     Returns
     -------
@@ -103,7 +114,10 @@ def sparsify(
         For an override that is not a field of :class:`GeodesicOptions`
         (the message lists the valid ones), or a bad argument type.
     ValueError
-        For a bad value; the message names the argument.
+        For a bad value; the message names the argument.  Also when a target
+        weight cannot be moved by the walk (frozen, ``requires_grad=False``):
+        the model would miss ``target_sparsity``, and the message names the
+        weights left out.
 
     Examples
     --------
@@ -112,9 +126,9 @@ def sparsify(
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    >>> path = geodesic.sparsify(net, torch.randn(32, 4), 0.5, steps=50, progress=False)
-    >>> targets.sparsity(path.model)
-    0.5
+    >>> path = geodesic.sparsify(net, torch.randn(32, 4), 0.5, steps=10, lanczos_iters=8, progress=False)
+    >>> targets.sparsity(path.model), path.reached, path.history[-1]["step_norm"]  # no final jump
+    (0.5, True, 0.0)
     """
     opts = resolve_options("sparsify", options, overrides, GeodesicOptions())
     check_model("model", model)

@@ -15,7 +15,7 @@ from .. import targets as _targets
 from ._params import flat_slices
 from ._projection import magnitude_masks, unit_masks
 
-__all__ = ["target_weights", "SparseHyperplane", "STRUCTURED"]
+__all__ = ["target_weights", "target_parameters", "SparseHyperplane", "STRUCTURED"]
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 STRUCTURED = (None, "units", "neurons", "filters")
@@ -89,6 +89,63 @@ def target_weights(model: nn.Module, targets=None, structured: str | None = None
     return out
 
 
+def target_parameters(model: nn.Module, targets=None, structured: str | None = None) -> list[str]:
+    """Pruning-free names of the weights a sparsification zeroes.
+
+    Unstructured (``structured=None``) with ``targets=None``: every weight
+    matrix of :func:`moduli.targets.default_weights` -- Linear and Conv
+    weights, and the input and recurrent weights (``weight_ih_l*``,
+    ``weight_hh_l*``) of RNN/LSTM/GRU layers and cells -- so that
+    :func:`moduli.targets.sparsity` of the result is the requested sparsity.
+    ``targets`` may name modules (all their weight matrices) or parameters
+    (``"rnn.weight_hh_l0"``).  Structured: the ``weight`` of each layer of
+    :func:`target_weights`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> class Net(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.rnn, self.fc = torch.nn.RNN(3, 4), torch.nn.Linear(4, 2)
+    >>> target_parameters(Net())
+    ['rnn.weight_ih_l0', 'rnn.weight_hh_l0', 'fc.weight']
+    >>> target_parameters(Net(), ["rnn.weight_hh_l0", "fc"])
+    ['rnn.weight_hh_l0', 'fc.weight']
+    """
+    check_model("model", model)
+    _validate.choice(structured, "structured", STRUCTURED)
+    matrices = [name for name, _, _ in _targets.default_weights(model)]
+    if structured is not None:
+        return [f"{n}.weight" if n else "weight" for n in target_weights(model, targets, structured)]
+    if targets is None:
+        if not matrices:
+            raise ValueError(f"no weight matrices to sparsify in {type(model).__name__}")
+        return matrices
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+        raise TypeError(f"targets must be None, a module or parameter name or a list of them, got {targets!r}")
+    mods = dict(model.named_modules())
+    params = {e.name: e for e in _targets.weight_entries(model)}
+    out: list[str] = []
+    for t in targets:
+        if t in mods:
+            prefix = f"{t}." if t else ""
+            found = [n for n in matrices if n.startswith(prefix) and "." not in n[len(prefix):]]
+            if not found:
+                found = [f"{prefix}weight"] if _has_weight(mods[t]) else []
+            if not found:
+                raise ValueError(f"targets: module {t!r} has no weight parameter")
+        elif t in params:
+            found = [t]
+        else:
+            raise ValueError(f"targets: no module or parameter named {t!r} in the model "
+                             f"(have modules {[n for n in mods if n][:10]} ...)")
+        out += [n for n in found if n not in out]
+    return out
+
+
 class SparseHyperplane:
     """The Euclidean projection of a flat weight vector onto a ``p``-sparse hyperplane.
 
@@ -116,26 +173,36 @@ class SparseHyperplane:
         If a target weight is pruned with ``torch.nn.utils.prune`` (the walk
         would move ``weight_orig`` without its mask; make the mask permanent
         with :func:`moduli.targets.strip_pruning` first) or is not a trainable
-        floating-point parameter.
+        floating-point parameter (the message names every such weight: the
+        walk cannot move them, so the model would miss the sparsity).
     """
 
     def __init__(self, model: nn.Module, target_sparsity: float, targets=None, structured: str | None = None):
         self.p = _validate.fraction(target_sparsity, "target_sparsity")
         self.structured = structured
-        layers = target_weights(model, targets, structured)
+        names = target_parameters(model, targets, structured)
         self.offsets = flat_slices(model)
         self.weight_names, self.bias_of = [], {}
-        for n, m in layers.items():
-            wn = f"{n}.weight" if n else "weight"
-            if _targets.is_pruned(m, "weight"):
+        frozen = []
+        for wn in names:
+            module, attr = _targets.resolve(model, wn)
+            if _targets.is_pruned(module, attr):
                 raise ValueError(f"targets: {wn!r} is pruned (torch.nn.utils.prune); make its mask permanent "
                                  "with moduli.targets.strip_pruning before sparsifying")
             if wn not in self.offsets:
-                raise ValueError(f"targets: parameter {wn!r} is not a trainable floating-point parameter")
+                frozen.append(wn)
+                continue
             self.weight_names.append(wn)
+            n = wn.rpartition(".")[0]
             bn = f"{n}.bias" if n else "bias"
-            if structured is not None and getattr(m, "bias", None) is not None and bn in self.offsets:
+            if structured is not None and getattr(module, "bias", None) is not None and bn in self.offsets:
                 self.bias_of[wn] = bn
+        if frozen:
+            # the walk only moves trainable parameters: these would stay dense and the
+            # model would miss the requested sparsity
+            raise ValueError(f"targets: {', '.join(map(repr, frozen))} cannot be sparsified: not a trainable "
+                             "floating-point parameter (requires_grad=False?); the model would miss "
+                             f"target_sparsity={self.p}; make it trainable or leave it out with targets=[...]")
         self.masks: dict[str, Tensor] = {}
 
     def __call__(self, w: Tensor) -> tuple[Tensor, Tensor]:

@@ -57,6 +57,10 @@ class StepInfo:
         Matrix-vector products with ``g`` used by the Lanczos process.
     boundary : bool
         Whether the step lies on the trust-region boundary.
+    residual : float
+        Relative residual ``|2 (g + lam I) theta − beta v| / (beta |v|)`` of
+        the KKT system, from the Lanczos recurrence (0 when the Krylov space
+        is exhausted).
     """
 
     lam: float
@@ -65,6 +69,7 @@ class StepInfo:
     objective: float
     iterations: int
     boundary: bool
+    residual: float = 0.0
 
 
 def solve_small_trust_region(T, c: float, radius: float) -> tuple[np.ndarray, float]:
@@ -151,6 +156,7 @@ def trust_region_step(
     beta: float,
     max_iter: int = 20,
     radius: float | None = None,
+    rtol: float | None = None,
 ) -> tuple[Tensor, StepInfo]:
     """One matrix-free step of Eq. 7: ``argmin θᵀgθ − β θᵀv`` s.t. ``θᵀθ ≤ eps``.
 
@@ -170,6 +176,11 @@ def trust_region_step(
     radius : float, optional
         Overrides ``sqrt(eps)`` as the radius (used to avoid overshooting a
         target closer than ``sqrt(eps)``).
+    rtol : float, optional
+        Stop the Lanczos process early once the subproblem's solution solves
+        the full KKT system ``2 (g + lam I) theta = beta v`` to this relative
+        residual (``2 b_k |y_k| / (beta |v|)``, read off the recurrence).
+        ``None``: always use ``max_iter`` products.
 
     Returns
     -------
@@ -199,6 +210,8 @@ def trust_region_step(
     if vnorm == 0.0:
         return torch.zeros_like(v), StepInfo(0.0, 0.0, 0.0, 0.0, 0, False)
 
+    if rtol is not None:
+        rtol = _validate.positive(rtol, "rtol")
     n = v.numel()
     k_max = min(max_iter, n)
     Q = torch.empty(k_max, n, dtype=v.dtype, device=v.device)
@@ -207,6 +220,8 @@ def trust_region_step(
     betas: list[float] = []
     anorm = 0.0
     k = 0
+    c = beta * vnorm  # the linear term is c · y_1 in the Lanczos basis
+    b_last = 0.0  # the next off-diagonal coefficient: the residual of the Krylov solution
     for j in range(k_max):
         w = matvec(Q[j])
         if w.shape != v.shape:
@@ -214,8 +229,6 @@ def trust_region_step(
         k = j + 1
         alpha = float(Q[j] @ w)
         alphas.append(alpha)
-        if j + 1 == k_max:
-            break
         w = w - alpha * Q[j]
         if j > 0:
             w = w - betas[-1] * Q[j - 1]
@@ -225,16 +238,31 @@ def trust_region_step(
         b = float(w.norm())
         anorm = max(anorm, abs(alpha) + b + (betas[-1] if betas else 0.0))
         if b <= 1e-10 * max(anorm, 1e-300):
+            b_last = 0.0
             break  # invariant subspace: exact solution lives in span(Q[:k])
+        b_last = b
+        if j + 1 == k_max:
+            break
+        if rtol is not None and j >= 1:
+            y, _ = solve_small_trust_region(_tridiagonal(alphas, betas, k), c, r)
+            if 2.0 * b * abs(float(y[-1])) <= rtol * c:
+                break
         betas.append(b)
         Q[j + 1] = w / b
-    T = np.diag(np.asarray(alphas, dtype=np.float64))
-    if k > 1:
-        off = np.asarray(betas[: k - 1], dtype=np.float64)
-        T = T + np.diag(off, 1) + np.diag(off, -1)
-    y, lam = solve_small_trust_region(T, beta * vnorm, r)
+    T = _tridiagonal(alphas, betas, k)
+    y, lam = solve_small_trust_region(T, c, r)
+    res = 2.0 * b_last * abs(float(y[-1])) / c
     theta = Q[:k].T @ torch.as_tensor(y, dtype=v.dtype, device=v.device)
     quad = float(y @ T @ y)
     lin = float(y[0]) * vnorm
     boundary = lam > 0.0
-    return theta, StepInfo(lam, quad, lin, quad - beta * lin, k, boundary)
+    return theta, StepInfo(lam, quad, lin, quad - beta * lin, k, boundary, res)
+
+
+def _tridiagonal(alphas: list[float], betas: list[float], k: int) -> np.ndarray:
+    """The ``k × k`` Lanczos tridiagonal matrix."""
+    T = np.diag(np.asarray(alphas[:k], dtype=np.float64))
+    if k > 1:
+        off = np.asarray(betas[: k - 1], dtype=np.float64)
+        T = T + np.diag(off, 1) + np.diag(off, -1)
+    return T

@@ -89,7 +89,8 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
     """
     batches = Batches(data, opts.batch_size, opts.seed, arg_names[1])
     evaluate, eval_every, keep_every = opts.evaluate, opts.eval_every, opts.keep_every
-    steps, eps, beta, restore = opts.steps, opts.eps, opts.beta, opts.restore
+    steps, eps, beta = opts.steps, opts.eps, opts.beta
+    restore = opts.restore if opts.restore is not None else (1.0 if compensate else 0.0)
 
     work = copy.deepcopy(model).eval()  # BatchNorm uses running stats, dropout is off
     names, shapes, w = walk_parameters(work, arg_names[0])
@@ -109,6 +110,8 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
     t0 = time.perf_counter()
     target, pruned = project(w)
     dist0 = float((target - w).norm())
+    # the trust radius: absolute (the paper's eps) or a fraction of the average step to the target
+    r0 = math.sqrt(eps) if eps is not None else (opts.trust * dist0 / steps if steps else 0.0)
     totals = {"path_length": 0.0, "energy": 0.0, "euclidean_length": 0.0, "products": 0}
     record({"step": 0, "kind": "start", "distance": dist0, "step_norm": 0.0, "step_length": 0.0,
             "lam": 0.0, **totals, "time": 0.0})
@@ -119,15 +122,20 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
         bar = tqdm(total=steps, desc=desc, leave=False)
     dist = dist0
     step = 0
+    out0 = None  # f(w_0) on the last batch, reused while the batch is the same tensor
+    last_x = None
     for step in range(1, steps + 1):
-        if dist == 0.0 or (not compensate and dist <= opts.tol * dist0):
+        if dist == 0.0 or r0 == 0.0 or (not compensate and dist <= opts.tol * dist0):
             step -= 1
             break
         v = target - w
         x = batches.next()
         g = FunctionalMetric(work, names, shapes, buffers, x, w, opts.metric, names_for_errors=arg_names)
-        with torch.no_grad():
-            resid = torch.func.functional_call(work, (w0, buffers), (x,)).reshape(g.batch, -1) - g.out.detach()
+        if x is not last_x:
+            with torch.no_grad():
+                out0 = torch.func.functional_call(work, (w0, buffers), (x,)).reshape(g.batch, -1)
+            last_x = x
+        resid = out0 - g.out.detach()
         drift = float((resid * resid).sum()) / g.batch
         u = None
         if restore > 0:
@@ -136,6 +144,7 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
             u = g.vjp(g._hess(resid)) / g.batch
             if pruned is not None:
                 u = u * (~pruned).to(u.dtype)  # compensate with the surviving weights only
+        b_abs = 0.0
         if compensate:
             # prescribed progress on the pruned coordinates (linear schedule that
             # lands on the hyperplane at the last step); the other coordinates
@@ -146,16 +155,24 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
             if u is not None:
                 lin = lin + 2.0 * restore * u
             th_k, info = trust_region_step(
-                lambda z: keep * g.matvec(keep * z), lin, eps=eps, beta=1.0, max_iter=opts.lanczos_iters
+                lambda z: keep * g.matvec(keep * z), lin, eps=r0 * r0, beta=1.0, max_iter=opts.lanczos_iters,
+                rtol=opts.lanczos_tol,
             )
             theta = t_p + keep * th_k
             quad_override = g.sq_norm(theta)
         else:
+            radius = min(r0, dist)
+            if opts.beta_absolute is not None:
+                b_abs = opts.beta_absolute
+            else:
+                # beta in units of the metric along v: 2 ρ_v r / |v| is the weight whose
+                # unconstrained step along v, on a metric equal to ρ_v, has length r
+                rho = g.sq_norm(v) / (dist * dist)
+                b_abs = beta * 2.0 * (rho if rho > 0 else 1.0) * radius / dist
             if u is not None:
-                v = v + (2.0 * restore / beta) * u
-            radius = min(math.sqrt(eps), dist)
-            theta, info = trust_region_step(g.matvec, v, eps=eps, beta=beta, max_iter=opts.lanczos_iters,
-                                            radius=radius)
+                v = v + (2.0 * restore / b_abs) * u
+            theta, info = trust_region_step(g.matvec, v, eps=radius * radius, beta=b_abs,
+                                            max_iter=opts.lanczos_iters, rtol=opts.lanczos_tol)
             quad_override = None
         w = w + theta
         if not bool(torch.isfinite(w).all()):
@@ -168,8 +185,8 @@ def walk(model: nn.Module, data, project: Projection, opts: GeodesicOptions, *,
         totals["euclidean_length"] += float(theta.norm())
         totals["products"] += g.products
         record({"step": step, "kind": "step", "distance": dist, "step_norm": float(theta.norm()),
-                "step_length": math.sqrt(quad), "lam": info.lam, "drift": drift, **totals,
-                "time": time.perf_counter() - t0})
+                "step_length": math.sqrt(quad), "lam": info.lam, "beta": b_abs, "iterations": info.iterations,
+                "residual": info.residual, "drift": drift, **totals, "time": time.perf_counter() - t0})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(distance=f"{dist:.3g}")

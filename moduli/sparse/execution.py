@@ -29,6 +29,8 @@ def _block(block: Optional[Block], shape) -> tuple[int, int]:
     if not (isinstance(block, (tuple, list)) and len(block) == 2):
         raise TypeError(f"block must be an int or a (rows, cols) pair; got {block!r}")
     r, c = (_validate.integer(b, "block", minimum=1) for b in block)
+    if r != c:
+        raise ValueError(f"block must be square for the BSR layout (torch's CPU kernel needs it); got {(r, c)}")
     if shape[0] % r or shape[1] % c:
         raise ValueError(f"block={(r, c)} does not tile a weight of shape {tuple(shape)}")
     return r, c
@@ -70,7 +72,7 @@ class SparseLinear(nn.Module):
     bias : Tensor, shape=[out], optional
     layout : {"csr", "bsr", "dense"}
     block : int or (int, int), optional
-        The BSR block shape (``layout="bsr"``).
+        The BSR block shape (``layout="bsr"``), square.
 
     Notes
     -----
@@ -252,6 +254,9 @@ def sparsify(model: nn.Module, layout: str = "csr", block: Optional[Block] = Non
     """
     linear_layout = layout if linear_layout is None else linear_layout
     min_sparsity = _validate.fraction(min_sparsity, "min_sparsity", closed=True)
+    for _, module, attr in tg.pruned_weights(model):
+        # the computed weight is a graph node, which deepcopy refuses; the next forward recomputes it
+        setattr(module, attr, tg.effective_weight(module, attr).detach())
     out = copy.deepcopy(model)
     tg.finalize_pruning(out)
     if isinstance(out, (nn.RNN, nn.Linear)):

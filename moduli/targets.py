@@ -329,7 +329,8 @@ def finalize_pruning(model: nn.Module) -> dict[str, Tensor]:
     ``w_mask`` buffers and the forward pre-hooks of ``torch.nn.utils.prune``
     are removed, and so are the hooks :func:`install_mask` put on parents that
     read a weight directly. Afterwards the ``state_dict`` has the keys of an
-    unpruned model of the same class.
+    unpruned model of the same class (a pruned parameter comes last among
+    its module's parameters; ``load_state_dict`` goes by name).
     """
     saved = masks(model)
     for owner in model.modules():

@@ -51,7 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # Modules whose import registers more subcommands.
-_COMMAND_MODULES = ("moduli.analysis.cli", "moduli.experiments.cli", "moduli.experiments.sweep")
+_COMMAND_MODULES = ("moduli.analysis.cli", "moduli.experiments.cli", "moduli.experiments.sweep",
+                    "moduli.experiments.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ through the functions here:
   their product before each forward: :func:`is_pruned`, :func:`pruned_weights`,
   :func:`install_mask`, :func:`reapply_mask`, :func:`masks`,
   :func:`restore_masks`, :func:`direct_parameters`, :func:`strip_pruning`,
-  :func:`effective_from_state`;
+  :func:`finalize_pruning`, :func:`effective_from_state`, :func:`plain_state`;
 * **measurements**: :func:`sparsity` and :func:`module_device_dtype`.
 
 Names are always *pruning-free*: ``"rnn.weight_hh_l0"``, never
@@ -50,7 +50,7 @@ __all__ = [
     "KINDS", "TargetSpec", "TargetLayout", "WeightEntry", "find_targets", "weight_entries", "weight_names",
     "resolve", "effective_weight", "stored_parameter", "is_pruned", "mask_of", "pruned_weights",
     "install_mask", "reapply_mask", "masks", "restore_masks", "direct_parameters", "strip_pruning",
-    "effective_from_state", "sparsity", "module_device_dtype",
+    "finalize_pruning", "plain_state", "effective_from_state", "sparsity", "module_device_dtype",
 ]
 
 KINDS = ("recurrent", "linear", "conv")
@@ -318,6 +318,47 @@ def strip_pruning(module: nn.Module) -> nn.Module:
         if _pruned(module, attr):
             prune.remove(module, attr)
     return module
+
+
+@torch.no_grad()
+def finalize_pruning(model: nn.Module) -> dict[str, Tensor]:
+    """Make every mask of ``model`` permanent; return the masks it had (:func:`masks`).
+
+    Each pruned weight ``w`` becomes a plain parameter again (the former
+    ``w_orig`` object, now holding ``orig * mask`` with exact zeros), the
+    ``w_mask`` buffers and the forward pre-hooks of ``torch.nn.utils.prune``
+    are removed, and so are the hooks :func:`install_mask` put on parents that
+    read a weight directly. Afterwards the ``state_dict`` has the keys of an
+    unpruned model of the same class (a pruned parameter comes last among
+    its module's parameters; ``load_state_dict`` goes by name).
+    """
+    saved = masks(model)
+    for owner in model.modules():
+        strip_pruning(owner)
+        if isinstance(owner, nn.MultiheadAttention):
+            for key, hook in list(owner._forward_pre_hooks.items()):
+                if hook is _recompute_out_proj:
+                    del owner._forward_pre_hooks[key]
+    return saved
+
+
+def plain_state(state: dict) -> dict:
+    """A model ``state_dict`` with the pruning reparametrization folded in.
+
+    Every ``name_orig`` / ``name_mask`` pair becomes ``name = orig * mask``
+    (exact zeros where the mask is zero); other entries are kept as they are.
+    The result loads into an unpruned instance of the model's class.
+    """
+    out = {}
+    for key, value in state.items():
+        if key.endswith(_ORIG) and key[: -len(_ORIG)] + _MASK in state:
+            base = key[: -len(_ORIG)]
+            out[base] = (value * state[base + _MASK].to(value.dtype)).detach().clone()
+        elif key.endswith(_MASK) and key[: -len(_MASK)] + _ORIG in state:
+            continue
+        else:
+            out[key] = value
+    return out
 
 
 def effective_from_state(state: dict, name: str) -> Tensor:

@@ -302,3 +302,114 @@ def test_pruned_transformer_layer_trains_and_evaluates(train):
     plain.train(train)
     with torch.no_grad():
         assert torch.allclose(plain(x), y, atol=1e-6)
+
+
+# ------------------------------------------------------------------ finalize
+@pytest.mark.parametrize("make, call", [
+    (lambda: nn.Linear(12, 10), lambda m, x: m(x[:, 0, :12])),
+    (lambda: nn.RNN(12, 16, num_layers=2), lambda m, x: m(x)[0]),
+    (lambda: nn.LSTM(12, 16), lambda m, x: m(x)[0]),
+])
+def test_finalize_makes_masks_permanent_and_loads_into_a_fresh_instance(make, call):
+    from moduli import targets
+
+    torch.manual_seed(0)
+    model = make()
+    gmp = pruning.GradualMagnitudePruning(model, target_sparsity=0.7, epochs=1)
+    gmp.step()
+    x = torch.randn(5, 3, 12)
+    before = call(model, x).detach()
+    zeros = {name: int((mask == 0).sum()) for name, mask in pruning.masks(model).items()}
+    stored = {name: targets.stored_parameter(model, name) for name in zeros}
+    saved = pruning.finalize(model)
+    assert set(saved) == set(zeros) and pruning.pruned_weights(model) == []
+    fresh = make()
+    assert sorted(model.state_dict()) == sorted(fresh.state_dict())
+    for name, n_zero in zeros.items():
+        param = dict(model.named_parameters())[name]
+        assert param is stored[name]  # the former w_orig: optimizers built before keep working
+        assert int((param == 0).sum()) == n_zero
+    torch.testing.assert_close(call(model, x), before, rtol=0, atol=0)
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(call(fresh, x), before, rtol=0, atol=0)
+
+
+def test_finalize_of_an_unpruned_model_changes_nothing():
+    model = nn.Linear(3, 3)
+    state = copy.deepcopy(model.state_dict())
+    assert pruning.finalize(model) == {}
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="model"):
+        pruning.finalize("model")
+
+
+def test_plain_state_equals_the_finalized_state_dict():
+    from moduli import targets
+
+    torch.manual_seed(0)
+    model = nn.RNN(4, 8)
+    pruning.GradualMagnitudePruning(model, 0.5, 1).step()
+    folded = targets.plain_state(model.state_dict())
+    pruning.finalize(model)
+    assert folded.keys() == model.state_dict().keys()
+    assert all(torch.equal(folded[k], v) for k, v in model.state_dict().items())
+
+
+def test_keep_zeros_holds_sparsity_under_adam_and_without_it_zeros_move():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 8), torch.randn(32, 8)
+    results = {}
+    for keep in (False, True):
+        model = nn.Linear(8, 8)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        gmp = pruning.GradualMagnitudePruning(model, 0.75, 1)
+        gmp.step()
+        for _ in range(3):  # Adam's moments see the unpruned gradients first
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+        pruning.finalize(model, optimizer=opt if keep else None)
+        for _ in range(3):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+        results[keep] = pruning.sparsity(model.weight)
+    assert results[True] == 0.75
+    assert results[False] < 0.75
+
+
+# ------------------------------------------------------------------ block pruning
+def test_block_pruning_keeps_whole_tiles_in_the_given_order():
+    torch.manual_seed(0)
+    w = nn.Linear(32, 32, bias=False)
+    order = torch.randperm(32)
+    gmp = pruning.GradualMagnitudePruning(w, 0.75, 3, block=8, order=order)
+    fractions = [gmp.step() for _ in range(3)]
+    assert fractions == [0.0, 0.375, 0.75]
+    mask = pruning.masks(w)["weight"][order][:, order]
+    tiles = mask.reshape(4, 8, 4, 8).sum((1, 3))
+    assert set(tiles.unique().tolist()) == {0, 64} and int((tiles == 64).sum()) == 4
+    assert pruning.sparsity(w) == 0.75
+
+
+def test_block_pruning_scores_choose_the_tiles():
+    w = nn.Linear(16, 16, bias=False)
+    prefer = torch.zeros(16, 16)
+    prefer[:8, :8] = 1.0  # the prior's favourite tile
+    pruning.GradualMagnitudePruning(w, 0.75, 1, block=(8, 8), scores=lambda name, weight: prefer).step()
+    torch.testing.assert_close(pruning.masks(w)["weight"].float(), prefer)
+
+
+def test_block_pruning_rejects_bad_arguments():
+    w = nn.Linear(10, 12)
+    with pytest.raises(ValueError, match="tile"):
+        pruning.GradualMagnitudePruning(w, 0.5, 1, block=4)
+    with pytest.raises(ValueError, match="order="):
+        pruning.GradualMagnitudePruning(nn.Linear(8, 8), 0.5, 1, order=torch.arange(8))
+    with pytest.raises(ValueError, match="permutation"):
+        pruning.GradualMagnitudePruning(nn.Linear(8, 8), 0.5, 1, block=4, order=torch.zeros(8))
+    with pytest.raises(TypeError, match="scores"):
+        pruning.GradualMagnitudePruning(nn.Linear(8, 8), 0.5, 1, block=4, scores=3)
+    bad = pruning.GradualMagnitudePruning(nn.Linear(8, 8), 0.5, 1, block=4, scores=lambda n, x: torch.ones(3))
+    with pytest.raises(ValueError, match="shape"):
+        bad.step()

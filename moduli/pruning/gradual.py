@@ -99,6 +99,22 @@ class GradualMagnitudePruning:
         Keep at least ``ceil(min_kept * numel)`` entries of every tensor (its
         largest ones), so global ranking cannot empty a layer; default 0.
         ``ValueError`` if the target sparsity cannot be met with it.
+    block : int or (int, int), optional
+        Structured pruning: prune whole ``rows x cols`` tiles of every chosen
+        weight (which they must tile), ranked by the sum of their entries'
+        scores; fractions and ``min_kept`` then count tiles. The mask is
+        block-sparse by construction (a BSR layout stores no zero it need not).
+    order : Tensor or dict, optional
+        With ``block``: tiles are cut after renumbering neurons by this
+        permutation (``weight[order][:, order]``, for square weights), or by
+        ``{name: (row_order, col_order)}`` per weight (``None`` for identity).
+        Ordering neurons along their embedding
+        (:func:`moduli.sparse.curve_order`) makes a tile a patch of nearby
+        neurons.
+    scores : callable, optional
+        ``scores(name, weight) -> Tensor`` of the weight's shape, the
+        importance of each entry (default ``|weight|``); e.g. ``|w| / c`` with
+        the prior's coefficients ``c`` to rank by the prior as well.
 
     Warns
     -----
@@ -119,7 +135,7 @@ class GradualMagnitudePruning:
     """
 
     def __init__(self, model_or_params, target_sparsity: float, epochs: int, scope: str = "global", *,
-                 targets=None, min_kept: float = 0.0):
+                 targets=None, min_kept: float = 0.0, block=None, order=None, scores=None):
         target_sparsity = _validate.fraction(target_sparsity, "target_sparsity", closed=True)
         epochs = _validate.integer(epochs, "epochs", minimum=1)
         min_kept = _validate.fraction(min_kept, "min_kept")
@@ -134,7 +150,22 @@ class GradualMagnitudePruning:
         self.epoch = 0
         self.min_kept = min_kept
         self._warned: set[str] = set()
-        sizes = [stored.numel() for stored in (tg.stored_parameter(m, a) for _, m, a in self.entries)]
+        if scores is not None and not callable(scores):
+            raise TypeError(f"scores must be a callable (name, weight) -> Tensor; got {type(scores).__name__}")
+        self.scores = scores
+        self.block = None if block is None else _block_shape(block)
+        self.orders = {}
+        if order is not None and self.block is None:
+            raise ValueError("order= is only used together with block=")
+        shapes = [tuple(tg.stored_parameter(m, a).shape) for _, m, a in self.entries]
+        if self.block is not None:
+            br, bc = self.block
+            for (name, _, _), shape in zip(self.entries, shapes):
+                if len(shape) != 2 or shape[0] % br or shape[1] % bc:
+                    raise ValueError(f"block={self.block} does not tile {name} of shape {shape}")
+                self.orders[name] = _orders_for(order, name, shape)
+        sizes = [shape[0] * shape[1] // (br * bc) if self.block is not None else math.prod(shape)
+                 for shape in shapes]
         kept = [math.ceil(min_kept * n) for n in sizes]
         pairs = [(sum(sizes), sum(kept))] if scope == "global" else list(zip(sizes, kept))
         for n, k in pairs:
@@ -165,7 +196,7 @@ class GradualMagnitudePruning:
         if not 0.0 <= float(fraction) <= 1.0:
             raise ValueError(f"fraction must be in [0, 1]; got {fraction}")
         scores = []
-        for _, module, attr in self.entries:
+        for name, module, attr in self.entries:
             w = tg.effective_weight(module, attr).detach()
             if not bool(torch.isfinite(w).all()):
                 raise ValueError(f"cannot prune {attr} of {type(module).__name__}: it has NaN/inf entries")
@@ -173,6 +204,14 @@ class GradualMagnitudePruning:
             mask = tg.mask_of(module, attr)
             if mask is not None:
                 s = torch.where(mask == 0, torch.full_like(s, -1.0), s)
+            if self.scores is not None:
+                custom = torch.as_tensor(self.scores(name, w)).to(device=s.device, dtype=s.dtype)
+                if custom.shape != s.shape:
+                    raise ValueError(f"scores({name!r}, ...) has shape {tuple(custom.shape)}; the weight has "
+                                     f"{tuple(s.shape)}")
+                s = torch.where(s < 0, s, custom.clamp_min(0))
+            if self.block is not None:
+                s = _to_blocks(s, self.block, self.orders[name])
             s = s.reshape(-1)
             if self.min_kept > 0:  # the largest entries of each tensor are never candidates
                 s[torch.topk(s, math.ceil(self.min_kept * s.numel())).indices] = math.inf
@@ -183,6 +222,8 @@ class GradualMagnitudePruning:
         else:
             masks = [_lowest_mask(s, round(fraction * s.numel())) for s in scores]
         for (name, module, attr), mask in zip(self.entries, masks):
+            if self.block is not None:
+                mask = _from_blocks(mask, self.block, self.orders[name], tuple(tg.stored_parameter(module, attr).shape))
             if self._root is not None:
                 tg.install_mask(self._root, name, mask)  # the whole model: parents reading a weight are hooked
             else:
@@ -207,7 +248,7 @@ class GradualMagnitudePruning:
     def state_dict(self) -> dict:
         """The schedule position (masks live in the model's own ``state_dict``)."""
         return {"epoch": self.epoch, "epochs": self.epochs, "target_sparsity": self.target_sparsity,
-                "scope": self.scope}
+                "scope": self.scope, "block": self.block}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the schedule position saved by :meth:`state_dict`."""
@@ -216,8 +257,9 @@ class GradualMagnitudePruning:
         self.epoch = int(state["epoch"])
 
     def __repr__(self) -> str:
+        blk = f", block={self.block}" if self.block is not None else ""
         return (f"GradualMagnitudePruning(target_sparsity={self.target_sparsity:g}, epochs={self.epochs}, "
-                f"scope={self.scope!r}, epoch={self.epoch}, weights={len(self.entries)})")
+                f"scope={self.scope!r}{blk}, epoch={self.epoch}, weights={len(self.entries)})")
 
 
 def _lowest_mask(scores: Tensor, k: int) -> Tensor:
@@ -227,3 +269,63 @@ def _lowest_mask(scores: Tensor, k: int) -> Tensor:
         idx = torch.topk(scores, k, largest=False, sorted=False).indices
         mask[idx] = False
     return mask
+
+
+def _block_shape(block) -> tuple[int, int]:
+    if isinstance(block, int) and not isinstance(block, bool):
+        block = (block, block)
+    if not (isinstance(block, (tuple, list)) and len(block) == 2):
+        raise TypeError(f"block must be an int or a (rows, cols) pair; got {block!r}")
+    return tuple(_validate.integer(b, "block", minimum=1) for b in block)
+
+
+def _check_perm(perm, n: int, what: str) -> Tensor:
+    perm = torch.as_tensor(perm, dtype=torch.long).reshape(-1)
+    if perm.numel() != n or not torch.equal(torch.sort(perm).values, torch.arange(n)):
+        raise ValueError(f"order for {what} must be a permutation of 0..{n - 1}")
+    return perm
+
+
+def _orders_for(order, name: str, shape) -> tuple:
+    """``(row_order, col_order)`` of one weight (``None``: identity)."""
+    if order is None:
+        return (None, None)
+    if isinstance(order, dict):
+        pair = order.get(name, (None, None))
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"order[{name!r}] must be a (row_order, col_order) pair")
+        return tuple(None if p is None else _check_perm(p, n, f"{name} {side}")
+                     for p, n, side in zip(pair, shape, ("rows", "columns")))
+    if shape[0] != shape[1]:
+        raise ValueError(f"a single order= needs square weights; {name} has shape {tuple(shape)} (pass a dict)")
+    perm = _check_perm(order, shape[0], name)
+    return (perm, perm)
+
+
+def _to_blocks(s: Tensor, block, orders) -> Tensor:
+    """Per-tile sums of the entry scores (a tile with a pruned entry scores -1: already pruned)."""
+    rows, cols = orders
+    if rows is not None:
+        s = s[rows.to(s.device)]
+    if cols is not None:
+        s = s[:, cols.to(s.device)]
+    br, bc = block
+    t = s.reshape(s.shape[0] // br, br, s.shape[1] // bc, bc)
+    total = t.clamp_min(0).sum(dim=(1, 3))
+    return torch.where((t < 0).any(dim=3).any(dim=1), torch.full_like(total, -1.0), total)
+
+
+def _from_blocks(mask: Tensor, block, orders, shape) -> Tensor:
+    """The entry mask of a tile mask, in the weight's own neuron order."""
+    br, bc = block
+    m = mask.reshape(shape[0] // br, shape[1] // bc).repeat_interleave(br, 0).repeat_interleave(bc, 1)
+    rows, cols = orders
+    out = m
+    if rows is not None:
+        out = torch.empty_like(m)
+        out[rows.to(m.device)] = m
+        m = out
+    if cols is not None:
+        out = torch.empty_like(m)
+        out[:, cols.to(m.device)] = m
+    return out

@@ -1,12 +1,17 @@
 """Persistent homology, connectivity-graph statistics and pictures.
 
 ``persistence`` (gudhi) computes Rips diagrams of neuron embeddings or hidden
-activity on any moduli space; ``connectivity`` (networkx/scipy) summarises the
+activity on any moduli space; ``diagram_distance`` and the vectorisations (``landscape``,
+``persistence_image``, ``betti_curve``) compare diagrams; ``connectivity``
+(networkx/scipy) summarises the
 graph of surviving weights; the ``plot_*`` functions draw headless matplotlib
 figures. See ``docs/analysis.md``.
 """
 
 from .activity import ActivityTopology, activity_topology, collect_hidden_states, hidden_state_topology
+from .diagrams import (
+    DIAGRAM_METRICS, betti_curve, diagram_distance, landscape, persistence_image, wasserstein_distance,
+)
 from .graphs import GraphStats, connectivity
 from .homology import (
     EXACT_LIMIT, ManifoldFit, PersistenceResult, bottleneck_distance, maxmin_landmarks,
@@ -21,6 +26,8 @@ __all__ = [
     "chart", "plot_barcode", "plot_degree_histogram", "plot_diagram", "plot_edge_length_histogram",
     "plot_inhibitor_field", "plot_weight_heatmap",
     "ActivityTopology", "activity_topology", "collect_hidden_states", "hidden_state_topology",
+    "DIAGRAM_METRICS", "betti_curve", "diagram_distance", "landscape", "persistence_image",
+    "wasserstein_distance",
     "GraphStats", "connectivity",
     "EXACT_LIMIT", "ManifoldFit", "PersistenceResult", "bottleneck_distance", "maxmin_landmarks",
     "pairwise_distances", "persistence", "rank_manifolds",

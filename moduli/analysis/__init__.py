@@ -12,7 +12,10 @@ from .activity import ActivityTopology, activity_topology, collect_hidden_states
 from .diagrams import (
     DIAGRAM_METRICS, betti_curve, diagram_distance, landscape, persistence_image, wasserstein_distance,
 )
-from .graphs import GraphStats, connectivity
+from .graphs import (
+    GraphStats, RichClub, SmallWorld, adjacency, connectivity, global_efficiency, local_efficiency,
+    rich_club, small_world, strength, weighted_clustering,
+)
 from .homology import (
     EXACT_LIMIT, ManifoldFit, PersistenceResult, bottleneck_distance, maxmin_landmarks,
     pairwise_distances, persistence, rank_manifolds,
@@ -28,7 +31,8 @@ __all__ = [
     "ActivityTopology", "activity_topology", "collect_hidden_states", "hidden_state_topology",
     "DIAGRAM_METRICS", "betti_curve", "diagram_distance", "landscape", "persistence_image",
     "wasserstein_distance",
-    "GraphStats", "connectivity",
+    "GraphStats", "connectivity", "adjacency", "strength", "weighted_clustering", "global_efficiency",
+    "local_efficiency", "RichClub", "rich_club", "SmallWorld", "small_world",
     "EXACT_LIMIT", "ManifoldFit", "PersistenceResult", "bottleneck_distance", "maxmin_landmarks",
     "pairwise_distances", "persistence", "rank_manifolds",
 ]

@@ -9,6 +9,7 @@ figures. See ``docs/analysis.md``.
 """
 
 from .activity import ActivityTopology, activity_topology, collect_hidden_states, hidden_state_topology
+from .cocycles import CircularCoordinates, CocycleResult, circular_coordinates, cocycles
 from .diagrams import (
     DIAGRAM_METRICS, betti_curve, diagram_distance, landscape, persistence_image, wasserstein_distance,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "chart", "plot_barcode", "plot_degree_histogram", "plot_diagram", "plot_edge_length_histogram",
     "plot_inhibitor_field", "plot_weight_heatmap",
     "ActivityTopology", "activity_topology", "collect_hidden_states", "hidden_state_topology",
+    "CircularCoordinates", "CocycleResult", "circular_coordinates", "cocycles",
     "DIAGRAM_METRICS", "betti_curve", "diagram_distance", "landscape", "persistence_image",
     "wasserstein_distance",
     "GraphStats", "connectivity", "adjacency", "strength", "weighted_clustering", "global_efficiency",

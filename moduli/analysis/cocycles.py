@@ -289,14 +289,23 @@ def circular_coordinates(X: Any, *, manifold=None, distance_matrix: bool = False
     -------
     CircularCoordinates
 
+    Notes
+    -----
+    The coordinate winds once along the loop and is continuous, but it is not
+    an isometry: the least-squares (harmonic) solution spreads the turn evenly
+    over the *edges* of the complex, so it advances more slowly where
+    landmarks are dense (many short edges) and faster where they are sparse.
+    On 40 max–min landmarks of 80 evenly spaced circle points the step per
+    point ranged from 0.03 to 0.13 rad around its mean 0.079.
+
     Examples
     --------
     >>> import numpy as np
     >>> from moduli import analysis
-    >>> t = np.linspace(0, 2 * np.pi, 80, endpoint=False)
-    >>> cc = analysis.circular_coordinates(np.c_[np.cos(t), np.sin(t)], n_landmarks=40)
-    >>> step = np.diff(np.unwrap(2 * np.pi * cc.theta[:, 0]))   # the coordinate turns once, evenly
-    >>> bool(np.allclose(np.abs(step), 2 * np.pi / 80, atol=0.02))
+    >>> t = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    >>> cc = analysis.circular_coordinates(np.c_[np.cos(t), np.sin(t)], n_landmarks=60)
+    >>> step = np.diff(np.unwrap(2 * np.pi * cc.theta[:, 0]))   # evenly spaced points: even steps
+    >>> bool(np.allclose(np.abs(step), 2 * np.pi / 60))
     True
     """
     from scipy.sparse.linalg import lsqr

@@ -407,9 +407,9 @@ class ManifoldFit:
     ----------
     name : str
     score : float
-        Sum over ``dims`` of the mean bottleneck distance to the references.
+        Sum over ``dims`` of the mean diagram distance (``metric``) to the references.
     per_dim : dict
-        ``{k: mean bottleneck distance in dimension k}``.
+        ``{k: mean diagram distance in dimension k}``.
     betti : list of int
         Betti numbers of the first reference sample, counting bars longer than
         0.25 mean pairwise distances (for reading the table).
@@ -419,6 +419,7 @@ class ManifoldFit:
     score: float
     per_dim: dict = field(default_factory=dict)
     betti: list = field(default_factory=list)
+    metric: str = "bottleneck"
 
 
 def _normalized(D: np.ndarray) -> np.ndarray:
@@ -442,14 +443,16 @@ def rank_manifolds(
     n_reference: int = 2,
     seed: int = 0,
     progress: bool = False,
+    metric: Any = "bottleneck",
+    metric_options: Optional[Mapping[str, Any]] = None,
 ) -> list:
     """Rank candidate moduli spaces by how well their topology matches ``X``.
 
     Both the data and ``n_reference`` uniform samples of each candidate (same
     number of points) are reduced to ``n_points`` max–min landmarks, their
     distance matrices are divided by their mean pairwise distance (so scale
-    does not matter), and Rips diagrams are compared by bottleneck distance in
-    each dimension of ``dims``.
+    does not matter), and Rips diagrams are compared by ``metric`` (default
+    the bottleneck distance) in each dimension of ``dims``.
 
     Parameters
     ----------
@@ -470,12 +473,21 @@ def rank_manifolds(
         Seeds the reference samples.
     progress : bool
         Show a tqdm bar over candidates.
+    metric : str or callable
+        Diagram distance: one of :data:`~moduli.analysis.DIAGRAM_METRICS`
+        (``"bottleneck"``, ``"wasserstein"``, ``"landscape"``, ``"image"``,
+        ``"betti"``) or ``f(diagram_a, diagram_b) -> float``; see
+        :func:`~moduli.analysis.diagram_distance`.
+    metric_options : dict, optional
+        Keyword options of that distance (e.g. ``{"order": 2}``).
 
     Returns
     -------
     list of ManifoldFit
         Sorted best first.
     """
+    from .diagrams import DIAGRAM_METRICS, diagram_distance
+
     from tqdm.auto import tqdm
 
     maxdim = check_int(maxdim, "maxdim", 0)
@@ -493,6 +505,12 @@ def rank_manifolds(
                         f"{type(candidates).__name__}")
     if not items:
         raise ValueError("candidates is empty; pass at least one manifold")
+    if not callable(metric) and metric not in DIAGRAM_METRICS:
+        raise ValueError(f"metric must be one of {list(DIAGRAM_METRICS)} or a callable; got {metric!r}")
+    if metric_options is not None and not isinstance(metric_options, Mapping):
+        raise TypeError(f"metric_options must be a dict of options; got {type(metric_options).__name__}")
+    opts = dict(metric_options or {})
+    metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", repr(metric))
     for name, c in items:
         if not (hasattr(c, "random_uniform") and hasattr(c, "cdist")):
             raise TypeError(f"candidate {name!r} must be a moduli.manifolds.Manifold; got {type(c).__name__}")
@@ -510,9 +528,11 @@ def rank_manifolds(
             ref = persistence(_normalized(pairwise_distances(y, manifold=c)), distance_matrix=True,
                               maxdim=maxdim, coeff=coeff, n_landmarks=min(n_points, n))
             for k in dims:
-                per[k] += bottleneck_distance(data.diagrams[k], ref.diagrams[k]) / n_reference
+                per[k] += diagram_distance(data.diagrams[k], ref.diagrams[k], metric=metric,
+                                           **opts) / n_reference
             if r == 0:
                 betti = ref.betti(0.25)
-        fits.append(ManifoldFit(name=name, score=float(sum(per.values())), per_dim=per, betti=betti))
+        fits.append(ManifoldFit(name=name, score=float(sum(per.values())), per_dim=per, betti=betti,
+                                metric=metric_name))
     fits.sort(key=lambda f: f.score)
     return fits

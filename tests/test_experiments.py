@@ -267,7 +267,8 @@ def test_cli_parses_and_builds_the_config():
     assert args.sparsity == [0.9, 0.75] and args.regime == ["torus:trained", "l1"] and args.lam == [1e-6]
     cfg = config_from_args("navigation", "smoke", args, exclude=("lam",))
     assert cfg.n_hidden == 24 and cfg.surround is False and cfg.steps == get_preset("navigation", "smoke").steps
-    for bad in (["--sparsity", "1.2"], ["--sparsity", "100%"], ["--seeds", "0"], ["--preset", "gpu"]):
+    for bad in (["--sparsity", "1.2"], ["--sparsity", "100%"], ["--seeds", "0"], ["--preset", "tpu"],
+                ["--device", "gpu"], ["--gpus-per-run", "0"]):
         with pytest.raises(SystemExit):
             _parser().parse_args(["run", "navigation", *bad])
     assert _parser().parse_args(["table", "somewhere"]).dir.name == "somewhere"

@@ -152,7 +152,7 @@ def test_lottery_redraw_refuses_trained_embeddings():
 
 
 def test_registry_allows_task_presets_beyond_the_required_ones():
-    assert preset_names("navigation") == list(PRESET_NAMES) + ["authors", "authors-paper"]
+    assert preset_names("navigation") == list(PRESET_NAMES) + ["authors", "authors-paper", "gpu"]
     assert preset_names("adding") == list(PRESET_NAMES)
     with pytest.raises(ValueError, match=r"adding task must be one of \['paper', 'cpu', 'smoke'\], got 'authors'"):
         get_preset("adding", "authors")

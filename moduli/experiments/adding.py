@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .devices import run_rnn, sampling_device
+
 __all__ = ["adding_batch", "AddingRNN"]
 
 
@@ -32,7 +34,9 @@ def adding_batch(
     seq_len : int
         At least 2.
     generator : torch.Generator, optional
+        The numbers are drawn on its device.
     dtype, device : optional
+        Default: torch's default dtype; the generator's device, else the CPU.
 
     Returns
     -------
@@ -56,8 +60,7 @@ def adding_batch(
         if value < minimum:
             raise ValueError(f"{name} must be at least {minimum}, got {value}")
     dtype = dtype or torch.get_default_dtype()
-    if generator is not None:
-        device = generator.device
+    device = sampling_device(generator, device)
     values = torch.rand(batch_size, seq_len, generator=generator, dtype=dtype, device=device)
     # two distinct positions per row: the two smallest of seq_len uniform keys
     keys = torch.rand(batch_size, seq_len, generator=generator, device=device)
@@ -106,5 +109,5 @@ class AddingRNN(nn.Module):
         """Prediction, shape ``[batch]``, from inputs of shape ``[batch, seq_len, 2]``."""
         if inputs.ndim != 3 or inputs.shape[-1] != 2:
             raise ValueError(f"inputs must have shape [batch, seq_len, 2], got {tuple(inputs.shape)}")
-        states, _ = self.rnn(inputs)
+        states, _ = run_rnn(self.rnn, inputs)
         return self.readout(states[:, -1]).squeeze(-1)

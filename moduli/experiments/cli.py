@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .._commands import command
+from .devices import parse_device
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
 from .registry import add_config_arguments, config_from_args, preset_names, task_names
@@ -136,6 +137,23 @@ def _above_one(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -170,7 +188,7 @@ def regimes_from_args(args: argparse.Namespace, default) -> list:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=task_names(), help="the task to train")
     p.add_argument("--preset", choices=preset_names(), default="cpu",
-                   help="hyperparameter preset (default: cpu; navigation also has authors and authors-paper)")
+                   help="hyperparameter preset (default: cpu; navigation also has gpu, authors and authors-paper)")
     add_regime_options(p, default="none")
     p.add_argument("--sparsity", action="append", type=parse_sparsity, metavar="S",
                    help="target sparsity as a fraction (0.9) or percentage (90%%); repeatable (default: 0)")
@@ -194,13 +212,20 @@ def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="train the runs as Ray tasks: on this machine, or on the cluster at ADDRESS "
                         "(e.g. auto); needs pip install 'moduli[ray]'")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="where to train: cpu (default), cuda, cuda:N, or auto (cuda when present); with --workers N "
+                        "and cuda the workers take the GPUs round-robin")
+    p.add_argument("--gpus-per-run", type=_positive_float, default=1.0, metavar="G",
+                   help="with --ray and a CUDA device: GPUs each Ray task asks for, e.g. 0.5 for two runs per GPU "
+                        "(default 1)")
 
 
 def execution_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ``run_sweep`` set by :func:`add_sweep_options` (threads set here)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    return dict(progress=not args.no_progress, workers=args.workers, ray=args.ray, threads=args.threads)
+    return dict(progress=not args.no_progress, workers=args.workers, ray=args.ray, threads=args.threads,
+                device=args.device, gpus_per_run=args.gpus_per_run)
 
 
 @command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)

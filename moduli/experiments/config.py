@@ -60,6 +60,9 @@ class TrainConfig:
     lottery_prior: str = _f("keep", "lottery phase prior: the sparse phase's embeddings and coefficients ('keep'), or "
                             "freshly drawn ones, as the fresh model of the authors' code gets ('redraw'; fixed "
                             "embeddings only)", ("keep", "redraw"), added=True)
+    amp: str = _f("off", "mixed precision of the forward pass and loss: off (float32), bf16, or fp16 with a "
+                  "gradient scaler; the prior's fused gradient is added in float32 after unscaling",
+                  ("off", "bf16", "fp16"), added=True)
 
     def __post_init__(self):
         for f in fields(self):
@@ -182,6 +185,16 @@ NAVIGATION_PRESETS: dict[str, NavigationConfig] = {
         lam=1e-4, eval_size=16,
     ),
 }
+
+# Between cpu and paper, for one GPU: Ng 2048 (half the paper's), the paper's
+# batches (200 sequences of 50 steps), 10 epochs of 1000 batches per phase
+# (a third of the paper's). lr and lambda are interpolated log-linearly in Ng
+# between the cpu preset (Ng 256: 3e-3, 1e-4) and the paper (Ng 4096: 1e-4,
+# 1e-5) -- a starting point, not tuned: no GPU was available to tune them.
+NAVIGATION_PRESETS["gpu"] = NavigationConfig(
+    n_hidden=2048, n_place=512, batch_size=200, seq_len=50, lr=2e-4, steps=10_000,
+    epochs=10, lam=2e-5, eval_size=2000,
+)
 
 # The authors' public navigation code (github.com/mackeynations/Moduli-regularizers,
 # navigation/ at commit ab32906; docs/protocol.md cites file and line of each

@@ -134,7 +134,8 @@ class DigitsTask(Task):
         return DigitsMLP(self.cfg.n_hidden) if self.cfg.arch == "mlp" else DigitsCNN(self.cfg.channels)
 
     def sample(self, generator: torch.Generator):
-        idx = torch.randint(0, self.x_train.shape[0], (self.cfg.batch_size,), generator=generator)
+        idx = torch.randint(0, self.x_train.shape[0], (self.cfg.batch_size,), generator=generator,
+                            device=self.x_train.device)
         return self.x_train[idx], self.y_train[idx]
 
     def loss(self, model, batch) -> Tensor:

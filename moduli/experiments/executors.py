@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from .config import TrainConfig
+from .devices import parse_device, worker_devices
 from .plan import RunSpec, run_config
 from .results import CheckpointError, append_result, atomic_write, checkpoint_path, load_checkpoint
 from .train import progress_bar, run_one
@@ -34,6 +35,21 @@ __all__ = ["train_detached", "RayPool", "run_detached"]
 
 #: Seconds between a worker's checks that its parent is alive.
 PARENT_POLL_S = 0.25
+
+#: The device of this worker process (set by :func:`_init_worker`; None outside a worker).
+_WORKER_DEVICE: Optional[str] = None
+
+
+def _init_worker(parent_pid: int, devices) -> None:
+    """Worker initializer: watch the parent (:func:`_watch_parent`) and take this worker's device from ``devices``.
+
+    ``devices`` is a queue holding one device per worker
+    (:func:`~moduli.experiments.devices.worker_devices`): with ``cuda`` and
+    several GPUs each worker takes a different one.
+    """
+    global _WORKER_DEVICE
+    _watch_parent(parent_pid)
+    _WORKER_DEVICE = devices.get()
 
 
 def _watch_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
@@ -87,12 +103,14 @@ def _sigterm_raises():
 
 
 def train_detached(spec: RunSpec, cfg: TrainConfig, todo: tuple, checkpoint: Optional[bytes],
-                   threads: Optional[int]) -> tuple[list[dict], Optional[bytes]]:
-    """Worker side: train the phases ``todo`` of ``spec`` in a scratch directory.
+                   threads: Optional[int], device: Optional[str] = None) -> tuple[list[dict], Optional[bytes]]:
+    """Worker side: train the phases ``todo`` of ``spec`` in a scratch directory, on ``device``.
 
+    ``device`` None means this worker's device (local workers), else the CPU.
     Returns the records and the bytes of the sparse-phase checkpoint (``None``
     when the run has none, i.e. at sparsity 0).
     """
+    device = device or _WORKER_DEVICE or "cpu"
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="moduli-run-") as tmp:
@@ -101,7 +119,7 @@ def train_detached(spec: RunSpec, cfg: TrainConfig, todo: tuple, checkpoint: Opt
             ckpt.parent.mkdir()
             ckpt.write_bytes(checkpoint)
         done = {(spec.run_id, p) for p in spec.phases() if p not in todo}
-        records = run_one(spec, cfg, Path(tmp), done=done, progress=False, log=lambda *a: None)
+        records = run_one(spec, cfg, Path(tmp), done=done, progress=False, log=lambda *a: None, device=device)
         return records, ckpt.read_bytes() if ckpt.exists() else None
 
 
@@ -114,9 +132,21 @@ class RayPool:
         ``"local"`` starts Ray on this machine; anything else goes to ``ray.init(address=...)``.
     threads : int, optional
         CPUs requested per run.
+    device : str
+        ``cpu``, ``cuda`` (or ``cuda:N``, which means a GPU of the cluster
+        too) or ``auto`` (``cuda`` when the cluster has GPUs).
+    gpus_per_run : float
+        GPUs requested per run on ``cuda`` (a fraction such as 0.5 lets two
+        runs share a GPU). Ray sets each task's ``CUDA_VISIBLE_DEVICES`` to
+        its GPU, so the run trains on ``cuda:0`` of the task, the GPU it was given.
+
+    Attributes
+    ----------
+    device : str
+        The device every task trains on (``cpu`` or ``cuda``).
     """
 
-    def __init__(self, address: str, threads: Optional[int]):
+    def __init__(self, address: str, threads: Optional[int], device: str = "cpu", gpus_per_run: float = 1.0):
         try:
             import ray
         except ImportError:
@@ -128,7 +158,21 @@ class RayPool:
                 ray.init(include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(address=address, log_to_driver=False)
-        self._remote = ray.remote(num_cpus=threads or 1)(train_detached)
+        device = parse_device(device)
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if device == "auto":
+            device = "cuda" if gpus > 0 else "cpu"
+        if device.startswith("cuda"):
+            if gpus <= 0:
+                self.__exit__()
+                raise ValueError(f"device {device!r} with Ray: the Ray cluster has no GPU (its resources: "
+                                 f"{ray.cluster_resources()})")
+            if not 0 < gpus_per_run <= gpus:
+                self.__exit__()
+                raise ValueError(f"gpus_per_run must be in (0, {gpus:g}] (the cluster's GPUs), got {gpus_per_run!r}")
+        self.device = "cuda" if device.startswith("cuda") else "cpu"
+        self._remote = ray.remote(num_cpus=threads or 1,
+                                  num_gpus=gpus_per_run if self.device == "cuda" else 0)(train_detached)
         self._refs = []
 
     def submit(self, fn, *args):
@@ -153,8 +197,12 @@ class RayPool:
 
 
 def run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers: int, ray: Optional[str],
-                 threads: Optional[int], progress: bool, log) -> list[dict]:
+                 threads: Optional[int], progress: bool, log, device="cpu", gpus_per_run: float = 1.0) -> list[dict]:
     """Train the runs ``todo`` in ``workers`` processes (or on Ray) and record their results in ``out``.
+
+    Local workers take their devices round-robin from
+    :func:`~moduli.experiments.devices.worker_devices`; a Ray task on a CUDA
+    device asks Ray for ``gpus_per_run`` GPUs and trains on the one it is given.
 
     Raises
     ------
@@ -168,10 +216,16 @@ def run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers:
     before the exception goes on; the results recorded so far stay.
     """
     if ray is not None:
-        pool = RayPool(ray, threads)
+        pool = RayPool(ray, threads, device, gpus_per_run)
+        run_device = pool.device  # inside a task, its GPU is cuda:0
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_watch_parent, initargs=(os.getpid(),))
+        context = multiprocessing.get_context("spawn")
+        devices = context.Queue()
+        for d in worker_devices(device, workers):
+            devices.put(d)
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(os.getpid(), devices))
+        run_device = None  # each worker's own
     new = []
     with _sigterm_raises(), pool:
         try:
@@ -193,7 +247,8 @@ def run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers:
                         log(f"{exc}: training {spec.run_id} again from its sparse phase (the new sparse record "
                             "supersedes the old one, the new checkpoint replaces the file)")
                         phases, data = spec.phases(), None
-                futures[pool.submit(train_detached, spec, run_config(cfg, spec), phases, data, threads)] = (spec, phases)
+                futures[pool.submit(train_detached, spec, run_config(cfg, spec), phases, data, threads,
+                                    run_device)] = (spec, phases)
             failed = []
             for fut in progress_bar(as_completed(futures), "runs", progress, total=len(futures)):
                 spec, phases = futures[fut]

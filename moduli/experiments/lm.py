@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .config import TrainConfig, _f
 from .corpus import Corpus, batchify, load_corpus
+from .devices import run_rnn
 from .tasks import Task
 
 __all__ = ["LMConfig", "WordRNN", "LMTask", "LM_PRESETS", "sequence_nll"]
@@ -85,7 +86,7 @@ class WordRNN(nn.Module):
     def forward(self, tokens: Tensor, hidden: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         if tokens.ndim != 2 or tokens.dtype != torch.long:
             raise ValueError(f"tokens must be an int64 tensor of shape [T, B], got {tuple(tokens.shape)} {tokens.dtype}")
-        out, hidden = self.rnn(self.encoder(tokens), hidden)
+        out, hidden = run_rnn(self.rnn, self.encoder(tokens), hidden)
         return self.decoder(out), hidden
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validate import integer, positive
+from .devices import run_rnn, sampling_device
 
 __all__ = [
     "Trajectories",
@@ -148,18 +149,24 @@ class TrajectoryGenerator:
         ----------
         batch_size : int
         generator : torch.Generator, optional
-            Source of randomness (its device sets the device when given).
+            Source of randomness; the trajectories are drawn on its device.
         dtype, device : optional
-            Of the returned tensors (default: torch's default dtype, CPU).
+            Of the returned tensors (default: torch's default dtype; the
+            generator's device, else the CPU).
 
         Returns
         -------
         Trajectories
+
+        Raises
+        ------
+        ValueError
+            If ``device`` and the generator's device differ (a generator draws
+            only on its own device).
         """
         batch_size = integer(batch_size, "batch_size", minimum=1)
         dtype = dtype or torch.get_default_dtype()
-        if generator is not None:
-            device = generator.device
+        device = sampling_device(generator, device)
         kw = dict(generator=generator, dtype=dtype, device=device)
         half = self.box_width / 2
         T = self.seq_len
@@ -351,7 +358,7 @@ class NavigationRNN(nn.Module):
                 f"got {tuple(init_code.shape)}"
             )
         h0 = self.encoder(init_code)[None]
-        states, _ = self.rnn(velocity, h0)
+        states, _ = run_rnn(self.rnn, velocity, h0)
         return states
 
     def forward(self, velocity: Tensor, init_code: Tensor) -> Tensor:

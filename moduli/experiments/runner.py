@@ -15,10 +15,12 @@ lottery phase and loses at most the phase in progress.
 from __future__ import annotations
 
 import errno
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import TrainConfig
+from .devices import parse_device, resolve_device
 from .executors import run_detached
 from .plan import RunSpec, plan_runs, run_config
 from .regimes import Regime
@@ -48,7 +50,7 @@ def _check_configs(out: Path, existing: list[dict], runs: list[RunSpec], cfg: Tr
 def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities: Sequence[float],
               seeds: Sequence[int], out, *, preset: str, lams: Optional[Sequence[float]] = None,
               progress: bool = True, log=print, workers: int = 1, ray: Optional[str] = None,
-              threads: Optional[int] = None) -> list[dict]:
+              threads: Optional[int] = None, device="cpu", gpus_per_run: float = 1.0) -> list[dict]:
     """Train every combination not yet in ``out/results.jsonl``; return the new records.
 
     Parameters
@@ -78,6 +80,14 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
     threads : int, optional
         ``torch.set_num_threads`` in each worker process or Ray task (and Ray's
         CPU request per run).
+    device : str or torch.device
+        Where the runs train: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or
+        ``"auto"`` (CUDA when present). With ``workers`` > 1 and ``"cuda"``,
+        the workers take the GPUs round-robin (one run per GPU with as many
+        workers as GPUs). The device is not part of a run's configuration or
+        id (a sweep resumes on another device); each record names it.
+    gpus_per_run : float
+        With Ray and a CUDA device: the GPUs each Ray task asks for (default 1).
 
     With workers or Ray, each run trains in a scratch directory of its worker
     and sends back its records and checkpoint; only this process writes
@@ -97,6 +107,12 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if ray is not None and (not isinstance(ray, str) or not ray):
         raise ValueError(f"ray must be 'local' or a Ray address string, got {ray!r}")
+    if ray is None:
+        device = resolve_device(device)  # a missing GPU is an error now, before any run
+    else:
+        parse_device(device)  # the Ray cluster's GPUs are checked when it is joined
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, (int, float)) or not 0 < gpus_per_run < math.inf:
+        raise ValueError(f"gpus_per_run must be a positive number, got {gpus_per_run!r}")
     if progress and log is print:  # keep the messages off the progress bars' lines
         from tqdm.auto import tqdm
 
@@ -121,7 +137,8 @@ def run_sweep(task: str, cfg: TrainConfig, regimes: Sequence[Regime], sparsities
         if workers == 1 and ray is None:
             new = []
             for spec in progress_bar(todo, "runs", progress):
-                new += run_one(spec, run_config(cfg, spec), out, done=done, progress=progress, log=log)
+                new += run_one(spec, run_config(cfg, spec), out, done=done, progress=progress, log=log,
+                               device=device)
             return new
         return run_detached(todo, cfg, out, done, workers=workers, ray=ray, threads=threads,
-                            progress=progress, log=log)
+                            progress=progress, log=log, device=device, gpus_per_run=gpus_per_run)

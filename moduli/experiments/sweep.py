@@ -114,7 +114,7 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=task_names(), help="the task to sweep")
     p.add_argument("--preset", choices=preset_names(), default="cpu",
-                   help="hyperparameter preset (default: cpu; navigation also has authors and authors-paper)")
+                   help="hyperparameter preset (default: cpu; navigation also has gpu, authors and authors-paper)")
     add_regime_options(p, default=" ".join(DEFAULT_SWEEP_REGIMES))
     p.add_argument("--lam-min", type=_nonneg_float, default=1e-4, help="smallest λ of the log grid (default 1e-4)")
     p.add_argument("--lam-max", type=_nonneg_float, default=1.0, help="largest λ of the log grid (default 1)")

@@ -38,6 +38,12 @@ class Task:
     Adam with ``cfg.lr``) and :meth:`begin_epoch` (default: nothing), called at
     the start of every pruning epoch of a phase before that epoch's pruning
     step (epoch 0 starts a new phase).
+
+    Devices: the runner builds a task on the CPU (its fixed data drawn there,
+    the same on every device), calls :meth:`to` with the run's device, moves
+    the model there, and passes :meth:`sample` a generator of that device, so
+    training batches are drawn where they are used. ``sample`` should draw on
+    ``generator.device``.
     """
 
     metric: str = ""
@@ -47,6 +53,23 @@ class Task:
     def __init__(self, cfg: TrainConfig, seed: int):
         self.cfg = cfg
         self.seed = int(seed)
+        self.device = torch.device("cpu")
+
+    def to(self, device) -> "Task":
+        """Move the task's fixed tensors (evaluation set, place cells, ...) to ``device``; return ``self``.
+
+        The default moves every tensor, module and dataclass, tuple, list or
+        dict of them among the task's attributes. Override it for data held
+        elsewhere.
+        """
+        from .devices import move_to
+
+        device = torch.device(device)
+        for name, value in list(vars(self).items()):
+            if name not in ("cfg", "device"):
+                setattr(self, name, move_to(value, device))
+        self.device = device
+        return self
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError

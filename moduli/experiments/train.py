@@ -10,6 +10,7 @@ Models are read only through :mod:`moduli.targets`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import math
@@ -23,6 +24,7 @@ from torch import nn
 from .. import __version__, pruning, targets
 from .. import regularizers as rg
 from .config import TrainConfig
+from .devices import device_record, move_to, resolve_device
 from .plan import RunSpec
 from .regimes import build_prior
 from .registry import make_task
@@ -30,6 +32,8 @@ from .results import CheckpointError, append_result, atomic_save, checkpoint_con
 from .tasks import Task
 
 __all__ = ["run_one", "initial_embeddings", "progress_bar", "check_lottery_prior"]
+
+_CPU = torch.device("cpu")
 
 # Offsets that keep the random streams of one seed apart.
 _TRAIN_STREAM, _LOTTERY_STREAM, _INIT_STREAM, _EMBED_STREAM, _LOTTERY_EMBED_STREAM = 11, 13, 17, 19, 23
@@ -95,7 +99,33 @@ def _pruner(model, names, cfg, sparsity):
                                            targets=list(names))
 
 
+#: Steps between the training loop's reads of the device (the finiteness check and the progress bar).
+CHECK_EVERY = 50
+
+
+def _check_every(device: torch.device) -> int:
+    """Steps between the loop's finiteness checks: every step on the CPU (a read costs nothing there)."""
+    return 1 if device.type == "cpu" else CHECK_EVERY
+
+
+def _autocast(device: torch.device, amp: str):
+    """The autocast context of ``amp`` on ``device`` (a no-op context for ``"off"``)."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
 def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress):
+    """Train one phase; return the losses (a float64 CPU tensor, one per step taken) and whether it diverged.
+
+    On the CPU every step's loss is checked before its backward pass, and a
+    phase stops at its first non-finite loss. On an accelerator the loop does
+    not wait for the device at every step: losses stay on the device and are
+    read every :data:`CHECK_EVERY` steps (and before every pruning step, so
+    no mask is ranked from diverged weights), so a diverged phase may take up
+    to ``CHECK_EVERY - 1`` more steps before it stops; its value is not
+    evaluated either way. The prior's finiteness check runs at the same steps.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     embedding = [p for p in priors.parameters() if p.requires_grad] if priors is not None else []
     if embedding and cfg.embed_lr > 0:  # trained embeddings at their own learning rate
@@ -103,30 +133,67 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
     else:
         opt = task.optimizer(params + embedding)
     params += embedding
+    device = next(model.parameters()).device
+    check_every = _check_every(device)
+    amp = getattr(cfg, "amp", "off")
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     epoch_starts = {round(k * cfg.steps / cfg.epochs): k for k in range(cfg.epochs)}
-    losses = []
-    diverged = False
+    losses = torch.zeros(cfg.steps, device=device)
+    checked = 0  # losses[:checked] are known to be finite
+
+    def finite_so_far(upto: int) -> bool:
+        nonlocal checked
+        ok = upto == checked or bool(torch.isfinite(losses[checked:upto]).all())
+        checked = upto
+        return ok
+
+    diverged, taken = False, 0
     bar = progress_bar(range(cfg.steps), desc, progress)
-    for step in bar:
-        if step in epoch_starts:
-            task.begin_epoch(model, opt, epoch_starts[step])
-            if pruner is not None:
-                pruner.step()
-        loss = task.loss(model, task.sample(generator))
-        if not torch.isfinite(loss):
+    try:
+        for step in bar:
+            if step in epoch_starts:
+                if not finite_so_far(step):
+                    diverged = True
+                    break
+                task.begin_epoch(model, opt, epoch_starts[step])
+                if pruner is not None:
+                    pruner.step()
+            with _autocast(device, amp):
+                loss = task.loss(model, task.sample(generator))
+            losses[step] = loss.detach()
+            taken = step + 1
+            check = taken % check_every == 0
+            if check and not finite_so_far(taken):
+                diverged = True
+                break
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # the fused prior gradient is added in true units
+            else:
+                loss.backward()
+            if priors is not None and lam > 0:
+                # the fused gradient of lam * penalty (same update as adding it to the loss)
+                priors.check_finite = check
+                priors.add_penalty_grad_(lam)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if taken % CHECK_EVERY == 0 and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(losses[step]):.4f}")
+        if not diverged and not finite_so_far(taken):
             diverged = True
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if priors is not None and lam > 0:
-            # the fused gradient of lam * penalty (same update as adding it to the loss)
-            priors.add_penalty_grad_(lam)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 50 == 0 and hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:
+        if priors is not None:
+            priors.check_finite = True
+    losses = losses[:taken].double().cpu()
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):  # the losses before the first non-finite one, as recorded when the loop stopped there
+        losses = losses[: int(bad[0])]
     return losses, diverged
 
 
@@ -134,7 +201,7 @@ def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, pru
                       started, t0) -> dict:
     """Train one phase (seeded from ``stream``), evaluate unless it diverged, and
     build its record; ``started``/``t0`` mark when the phase's preparation began."""
-    gen = torch.Generator().manual_seed(stream * 1_000_000 + spec.seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(stream * 1_000_000 + spec.seed)
     losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=pruner,
                                     generator=gen, desc=f"{spec.run_id} {phase}", progress=progress)
     train_s, t1 = time.perf_counter() - t0, time.perf_counter()
@@ -159,7 +226,7 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
         "metric": task.metric,
         "value": float(value) if value_ok else None,
         "diverged": bool(diverged or not value_ok),
-        "final_train_loss": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
+        "final_train_loss": float(losses[-20:].sum() / len(losses[-20:])) if len(losses) else None,
         "recurrent_sparsity": _sparsity(model, task.recurrent),
         "pruned_sparsity": _sparsity(model, prune_names),
         "model_sparsity": _sparsity(model, targets.weight_names(model)),
@@ -170,6 +237,7 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        **device_record(next(model.parameters()).device),
         "timings": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3)},
         "started_utc": started,
         "finished_utc": _now(),
@@ -198,12 +266,16 @@ def _attach(spec: RunSpec, cfg: TrainConfig, task: Task, model, stream: int):
     return rg.attach(model, prior, targets=_targets(task, model, cfg.prior_targets), generator=gen)
 
 
-def _build(spec: RunSpec, cfg: TrainConfig):
-    """A run's task, seeded fresh model, its initial state and the attached priors (or None)."""
+def _build(spec: RunSpec, cfg: TrainConfig, device: torch.device = torch.device("cpu")):
+    """A run's task, seeded fresh model, its initial state and the attached priors (or None), on ``device``.
+
+    The task's fixed data, the model's initial weights and the embeddings are
+    drawn on the CPU and moved, so they are the same on every device.
+    """
     check_lottery_prior(spec.regime, cfg)
-    task = make_task(spec.task, cfg, spec.seed)
+    task = make_task(spec.task, cfg, spec.seed).to(device)
     torch.manual_seed(_INIT_STREAM * 1_000_000 + spec.seed)
-    model = task.build_model()
+    model = task.build_model().to(device)
     initial_state = copy.deepcopy(model.state_dict())
     return task, model, initial_state, _attach(spec, cfg, task, model, _EMBED_STREAM)
 
@@ -248,7 +320,8 @@ def _restore(spec: RunSpec, cfg: TrainConfig, model, priors, path: Path) -> dict
     return state["initial_state"]
 
 
-def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: bool = True, log=print) -> list[dict]:
+def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: bool = True, log=print,
+            device="cpu") -> list[dict]:
     """Train the phases of ``spec`` that are not in ``done``; append and return their records.
 
     Parameters
@@ -261,6 +334,11 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
         sparse checkpoint goes to ``out/checkpoints``.
     done : set of (run_id, phase)
         Phases already recorded (skipped; the lottery phase then loads the checkpoint).
+    device : str or torch.device
+        ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+        (:func:`~moduli.experiments.devices.resolve_device`). Model, data,
+        prior, masks and evaluation live there; the checkpoint is written
+        with CPU tensors, so it loads anywhere.
 
     When only the lottery phase is left and the sparse checkpoint cannot be
     used (unreadable, of another run or config, or not fitting the model), one
@@ -275,12 +353,13 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
         If only the lottery phase is left and the sparse checkpoint is missing.
     """
     out = Path(out)
+    device = resolve_device(device)
     ckpt_path = checkpoint_path(out, spec.run_id)
     ckpt_path.parent.mkdir(exist_ok=True)
     todo = [p for p in spec.phases() if (spec.run_id, p) not in done]
     if not todo:
         return []
-    task, model, initial_state, priors = _build(spec, cfg)
+    task, model, initial_state, priors = _build(spec, cfg, device)
     prune_names = _targets(task, model, cfg.prune_targets)
     records = []
 
@@ -296,7 +375,7 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
             log(f"{exc}: training {spec.run_id} again from its sparse phase (the new sparse record supersedes the "
                 "old one, the new checkpoint replaces the file)")
             todo = list(spec.phases())
-            task, model, initial_state, priors = _build(spec, cfg)  # fresh: the failed load may have changed them
+            task, model, initial_state, priors = _build(spec, cfg, device)  # fresh: the failed load may have changed them
 
     if "sparse" in todo:
         started, t0 = _now(), time.perf_counter()
@@ -305,10 +384,10 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
                                 progress, started, t0)
         if spec.sparsity > 0:
             atomic_save(checkpoint_contents(
-                spec.run_id, cfg.to_dict(), model=model.state_dict(), masks=targets.masks(model, prune_names),
-                initial_state=initial_state,
-                priors=priors.state_dict() if priors is not None and hasattr(priors, "state_dict") else None,
-                embeddings=_embeddings(priors)), ckpt_path)
+                spec.run_id, cfg.to_dict(), model=move_to(model.state_dict(), _CPU),
+                masks=move_to(targets.masks(model, prune_names), _CPU), initial_state=move_to(initial_state, _CPU),
+                priors=move_to(priors.state_dict(), _CPU) if priors is not None and hasattr(priors, "state_dict")
+                else None, embeddings=_embeddings(priors)), ckpt_path)
         append_result(out, rec)
         records.append(rec)
         log(f"{spec.run_id} sparse: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")

@@ -25,7 +25,8 @@ def _fresh_values(module: nn.Module) -> Optional[dict]:
         if tg.is_pruned(module, attr):
             # the computed weight is a graph node, which deepcopy refuses
             setattr(module, attr, tg.effective_weight(module, attr).detach())
-    fresh = tg.strip_pruning(copy.deepcopy(module))
+    # drawn on the CPU (with the CPU generator): the same values on every device
+    fresh = tg.strip_pruning(copy.deepcopy(module)).to("cpu")
     fresh.reset_parameters()
     return {name: p.detach() for name, p in fresh._parameters.items() if p is not None}
 
@@ -55,7 +56,9 @@ def lottery_reset(model: nn.Module, mode: str = "reinit", initial_state: Optiona
         attached, with frozen embeddings (the paper's lottery phase). Prior
         sets not passed here are left as they are.
     seed : int, optional
-        Seed for ``"reinit"`` (the global RNG state is restored afterwards).
+        Seed for ``"reinit"``. The fresh values are drawn on the CPU with its
+        generator, whose state is restored afterwards, so a seed gives the same
+        values on every device and leaves the CUDA generators alone.
 
     Returns
     -------
@@ -93,8 +96,8 @@ def lottery_reset(model: nn.Module, mode: str = "reinit", initial_state: Optiona
         _rewind(model, initial_state)
     else:
         if seed is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # the CPU generator only: fresh values are drawn there
+                torch.random.default_generator.manual_seed(seed)
                 _reinit(model)
         else:
             _reinit(model)

@@ -12,10 +12,10 @@ One command::
    ``loss + lam * priors.penalty()``; the batch is sampled on the device once per
    size (the sampling is timed separately);
 3. times ``KleinBottle(10).cdist`` of 4096 points, without and with autograd;
-4. trains one phase of the runner's ``gpu`` preset (``cpu`` while the registry has
-   no ``gpu`` preset) through :func:`moduli.experiments.run_sweep`, on the device
-   the runner uses (it has no device option yet: then the CPU, said in the table);
-   ``--quick`` estimates that phase from two short ones instead;
+4. times one phase of the runner's ``gpu`` preset through
+   :func:`moduli.experiments.run_sweep` on the device: estimated from two short
+   phases, then trained in full when the estimate is under 200 s (``--quick``:
+   the estimate only);
 5. estimates the wall time of one ``paper`` phase as the measured Ng = 4096 step
    (fixed torus, fused; plus the batch sampling) times the preset's ``steps``.
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import inspect
 import json
 import os
 import platform
@@ -55,15 +54,15 @@ from moduli.experiments import (  # noqa: E402
     NavigationRNN, PlaceCells, TrajectoryGenerator, get_preset, navigation_loss, parse_regime, run_sweep,
 )
 from moduli.experiments.regimes import build_prior  # noqa: E402
-from moduli.experiments.registry import TASKS  # noqa: E402
 from moduli.manifolds import KleinBottle  # noqa: E402
 
 #: Ng, batch, seq_len, place cells, warm-up steps, repeats, steps per repeat, cdist points, and the
-#: runner: None for one phase of the preset as it is, n for an estimate from phases of n and 3 n steps
+#: runner: phases of n and 3 n steps for an estimate, and the most seconds the full phase may take
+#: (its estimate) to be trained as well (None: never)
 FULL = dict(sizes=(256, 1024, 4096), batch=200, seq_len=50, n_place=512, warmup=3, repeats=5, inner=4,
-            cdist_n=4096, runner_steps=None)
+            cdist_n=4096, runner_steps=100, runner_budget_s=200.0)
 QUICK = dict(sizes=(64, 128, 256), batch=20, seq_len=10, n_place=64, warmup=2, repeats=3, inner=2,
-             cdist_n=1024, runner_steps=10)
+             cdist_n=1024, runner_steps=10, runner_budget_s=None)
 
 PATHS = (("none", None), ("torus", "fused"), ("torus", "loss"), ("torus:trained", "fused"),
          ("torus:trained", "loss"))
@@ -219,46 +218,49 @@ def _one_phase(cfg, preset, kwargs) -> float:
 
 
 def runner_rows(device, sizes, log) -> tuple[list[dict], dict]:
-    """One phase of the ``gpu`` (else ``cpu``) preset through the runner.
+    """One phase of the ``gpu`` preset through the runner (``run_sweep(..., device=device)``).
 
-    Full: the preset's phase as it is. Quick: two short phases of ``n`` and
-    ``3 n`` steps; their difference gives the time per step without the
-    phase's preparation (task, evaluation set, model, prior), and the
-    preset's phase is estimated from it.
+    First two short phases of ``n`` and ``3 n`` steps: their difference gives
+    the time per step without the phase's preparation (task, evaluation set,
+    model, prior), and the preset's phase is estimated from it. Then, unless
+    ``--quick`` or the estimate exceeds ``sizes["runner_budget_s"]``, the
+    preset's phase itself is trained and its measured time reported.
     """
-    presets = TASKS["navigation"].presets
-    preset = "gpu" if "gpu" in presets else "cpu"
+    preset = "gpu"
     cfg = get_preset("navigation", preset)
     full_steps = cfg.steps
-    kwargs = {}
-    if "device" in inspect.signature(run_sweep).parameters:
-        kwargs["device"] = str(device)
-        runner_device = str(device)
-    else:
-        runner_device = "cpu (run_sweep has no device argument yet)"
+    kwargs = {"device": str(device)}
+    if sizes["runner_budget_s"] is None:  # --quick: the preset at the quick sizes (a dry run of the code path)
+        cfg = dataclasses.replace(cfg, n_hidden=max(sizes["sizes"]), batch_size=sizes["batch"],
+                                  seq_len=sizes["seq_len"], n_place=sizes["n_place"])
     shape = f"preset {preset} (Ng={cfg.n_hidden}, batch {cfg.batch_size} x {cfg.seq_len}), torus, dense"
+    if sizes["runner_budget_s"] is None:
+        shape += " (NOT the preset's sizes: --quick)"
     n = sizes["runner_steps"]
-    if n is None:
+    short = dataclasses.replace(cfg, steps=n, epochs=1, eval_size=100)
+    long = dataclasses.replace(cfg, steps=3 * n, epochs=1, eval_size=100)
+    t_short, t_long = _one_phase(short, preset, kwargs), _one_phase(long, preset, kwargs)
+    per_step = max(t_long - t_short, 0.0) / (2 * n)
+    prep = max(t_short - n * per_step, 0.0)
+    estimate = prep + per_step * full_steps
+    note = (f"on {device}: phases of {n} and {3 * n} steps took {t_short:.2f} s and {t_long:.2f} s: "
+            f"{1e3 * per_step:.2f} ms/step + {prep:.2f} s preparation")
+    budget = sizes["runner_budget_s"]
+    if budget is not None and estimate <= budget:
         train_s = _one_phase(cfg, preset, kwargs)
-        per_step, prep = train_s / full_steps, None
         rows = [dict(measurement="runner phase (run_sweep)", config=f"{shape}, {full_steps} steps", ms=1e3 * train_s,
-                     seconds=train_s, note=f"measured on {runner_device}: {train_s / 60:.2f} min "
-                                           f"({1e3 * per_step:.2f} ms/step, preparation included)")]
+                     seconds=train_s, note=f"measured on {device}: {train_s / 60:.2f} min (estimated "
+                                           f"{estimate / 60:.2f} min; {note})")]
     else:
-        short = dataclasses.replace(cfg, steps=n, epochs=1, eval_size=100)
-        long = dataclasses.replace(cfg, steps=3 * n, epochs=1, eval_size=100)
-        t_short, t_long = _one_phase(short, preset, kwargs), _one_phase(long, preset, kwargs)
-        per_step = max(t_long - t_short, 0.0) / (2 * n)
-        prep = max(t_short - n * per_step, 0.0)
-        train_s = prep + per_step * full_steps
+        train_s = estimate
+        why = "--quick" if budget is None else f"the estimate exceeds the check's {budget:.0f} s budget"
         rows = [dict(measurement="runner phase (run_sweep), estimated", config=f"{shape}, {full_steps} steps",
                      ms=1e3 * train_s, seconds=train_s,
-                     note=f"on {runner_device}: phases of {n} and {3 * n} steps took {t_short:.2f} s and "
-                          f"{t_long:.2f} s: {1e3 * per_step:.2f} ms/step + {prep:.2f} s preparation, "
-                          f"{train_s / 60:.1f} min")]
+                     note=f"{note}: {train_s / 60:.1f} min, not trained in full ({why})")]
     log(f"runner: {rows[0]['note']}")
     return rows, {"preset": preset, "full_steps": full_steps, "per_step_s": per_step, "preparation_s": prep,
-                  "phase_s": train_s, "device": runner_device}
+                  "phase_s": train_s, "measured": train_s is not estimate,
+                  "device": str(device)}
 
 
 def paper_estimate(nav_rows, sizes) -> dict:

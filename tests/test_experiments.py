@@ -781,3 +781,25 @@ def test_spellings_of_one_sparsity_or_lambda_plan_one_run():
     with pytest.warns(UserWarning, match="planned twice"):
         runs = plan_runs("navigation", "smoke", regimes, [1e-4], [0.9, 0.9000001], [0])  # one run id, two values
     assert [r.sparsity for r in runs] == [0.9]
+
+
+def test_records_count_parameters_and_table_params_shows_them(tmp_path, capsys):
+    """Every record carries the model's parameter and nonzero counts and each pruned weight's nonzeros."""
+    from moduli.cli import main
+
+    cfg = _smoke()
+    recs = run_sweep("navigation", cfg, [parse_regime("none")], [0.0, 0.5], [0], tmp_path, preset="smoke",
+                     progress=False, log=lambda m: None)
+    ng, npl = cfg.n_hidden, cfg.n_place
+    total = npl * ng + 2 * ng + ng * ng + ng * npl  # encoder, W_ih, W_hh, decoder (no biases)
+    for r in recs:
+        assert r["params"] == total
+        kept = round((1 - r["sparsity"]) * ng * ng)
+        assert r["tensor_nonzeros"] == {"rnn.weight_hh_l0": kept}
+        # the unpruned weights are dense (a random init has no exact zeros)
+        assert r["nonzero_params"] == total - ng * ng + kept
+    assert main(["table", str(tmp_path), "--params"]) == 0
+    out = capsys.readouterr().out
+    dense = f"{total:,} of {total:,} (100.0%)"
+    assert dense in out and f"{total - ng * ng // 2:,} of {total:,}" in out
+    assert f"| 50% | lottery | none | {ng * ng // 2:,} |" in out

@@ -21,7 +21,7 @@ from .registry import add_config_arguments, config_from_args, preset_names, task
 from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
 from .train import check_lottery_prior
-from .table import breakdown_table, inventory_table, markdown_table, write_breakdown_csv, write_csv
+from .table import breakdown_table, inventory_table, markdown_table, params_table, write_breakdown_csv, write_csv
 
 __all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options",
            "error_message", "report", "SweepOutput"]
@@ -265,6 +265,8 @@ def _table_args(p: argparse.ArgumentParser) -> None:
                    help="only these lambdas (repeatable; regime none is always shown)")
     p.add_argument("--inventory", action="store_true",
                    help="also print exactly what was run: seeds, threads and training time per phase")
+    p.add_argument("--params", action="store_true",
+                   help="also print the nonzero parameters of each model (of its total) and of each pruned weight")
     p.add_argument("--breakdown", action="store_true",
                    help="also print the breakdown sparsity per regime and phase (the smallest sparsity whose error "
                         "exceeds FACTOR x the dense error of regime none at sparsity 0) and write DIR/breakdown.csv")
@@ -299,6 +301,8 @@ def table(args: argparse.Namespace) -> int:
     print(markdown_table(records))
     if args.inventory:
         print(inventory_table(records))
+    if args.params:
+        print(params_table(records))
     if args.breakdown:
         print(btable)
         print(f"breakdown csv: {bpath}")

@@ -10,7 +10,7 @@ from typing import Optional
 
 from .results import RECORD_FIELDS, read_results
 
-__all__ = ["summarize", "markdown_table", "inventory_table", "write_csv", "dense_baselines", "breakdown",
+__all__ = ["summarize", "markdown_table", "inventory_table", "params_table", "write_csv", "dense_baselines", "breakdown",
            "breakdown_table", "write_breakdown_csv"]
 
 _PHASE_ORDER = {"sparse": 0, "lottery": 1}
@@ -93,6 +93,61 @@ def markdown_table(records: list[dict], *, columns: Optional[list[str]] = None) 
             name = f"{100 * sparsity:g}% {phase.capitalize()}"
             out.append(f"| {name} | " + " | ".join(_fmt(index.get((c, sparsity, phase)), digits) for c in cols) + " |")
         out.append("")
+    return "\n".join(out)
+
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def params_table(records: list[dict]) -> str:
+    """Markdown tables of what a sparse model keeps: nonzero parameters of the model, then of each pruned weight.
+
+    Cells are the mean over seeds of ``nonzero_params`` (of ``params``, with
+    the kept fraction), and per pruned weight the mean of its nonzero
+    entries; ``–`` marks combinations not run or recorded before records
+    carried the counts.
+    """
+    rows = [r for r in records if isinstance(r.get("params"), int) and isinstance(r.get("nonzero_params"), int)]
+    if not rows:
+        return "no record carries parameter counts (they were added to records later): nothing to tabulate"
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["task"], r["regime"], r["sparsity"], r["phase"])].append(r)
+    out = []
+    for task in sorted({r["task"] for r in rows}):
+        keys = sorted({(k[2], k[3]) for k in groups if k[0] == task}, key=lambda k: (k[0], _PHASE_ORDER.get(k[1], 9)))
+        cols = sorted({k[1] for k in groups if k[0] == task}, key=lambda g: (regime_rank(g), g))
+        out.append(f"**{task}** — nonzero parameters of the model (mean over seeds), of its total\n")
+        out.append("| | " + " | ".join(cols) + " |")
+        out.append("|---|" + "---|" * len(cols))
+        for sparsity, phase in keys:
+            cells = []
+            for c in cols:
+                rs = groups.get((task, c, sparsity, phase))
+                if not rs:
+                    cells.append("–")
+                    continue
+                nz, total = sum(r["nonzero_params"] for r in rs) / len(rs), rs[0]["params"]
+                cells.append(f"{_count(nz)} of {_count(total)} ({100 * nz / total:.1f}%)")
+            out.append(f"| {100 * sparsity:g}% {phase.capitalize()} | " + " | ".join(cells) + " |")
+        out.append("")
+        tensors = sorted({n for r in rows if r["task"] == task for n in (r.get("tensor_nonzeros") or {})})
+        if tensors:
+            out.append(f"**{task}** — nonzero entries per pruned weight (mean over seeds)\n")
+            out.append("| sparsity | phase | regime | " + " | ".join(tensors) + " |")
+            out.append("|---|---|---|" + "---|" * len(tensors))
+            for sparsity, phase in keys:
+                for c in cols:
+                    rs = groups.get((task, c, sparsity, phase))
+                    if not rs:
+                        continue
+                    vals = []
+                    for n in tensors:
+                        got = [r["tensor_nonzeros"][n] for r in rs if n in (r.get("tensor_nonzeros") or {})]
+                        vals.append(_count(sum(got) / len(got)) if got else "–")
+                    out.append(f"| {100 * sparsity:g}% | {phase} | {c} | " + " | ".join(vals) + " |")
+            out.append("")
     return "\n".join(out)
 
 

@@ -94,6 +94,18 @@ def _sparsity(model: nn.Module, names) -> float:
     return targets.sparsity(model, names=names) if names else 0.0
 
 
+def _counts(model: nn.Module, prune_names) -> dict:
+    """``params`` and ``nonzero_params`` of the model (effective weights, biases included, each shared
+    parameter once) and ``tensor_nonzeros``, the nonzero entries of each pruned weight."""
+    total = nonzero = 0
+    for entry in targets.weight_entries(model):
+        w = targets.effective_weight(entry.module, entry.attr)
+        total += w.numel()
+        nonzero += int(torch.count_nonzero(w))
+    per = {n: int(torch.count_nonzero(targets.effective_weight(*targets.resolve(model, n)))) for n in prune_names}
+    return {"params": total, "nonzero_params": nonzero, "tensor_nonzeros": per}
+
+
 def _pruner(model, names, cfg, sparsity):
     return pruning.GradualMagnitudePruning(model, target_sparsity=sparsity, epochs=cfg.epochs, scope=cfg.prune_scope,
                                            targets=list(names))
@@ -232,6 +244,7 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
         "model_sparsity": _sparsity(model, targets.weight_names(model)),
         "pruned_weights": list(prune_names),
         "tensor_sparsity": {n: _sparsity(model, [n]) for n in prune_names},
+        **_counts(model, prune_names),
         "config": cfg.to_dict(),
         "version": __version__,
         "torch_version": torch.__version__,

@@ -803,3 +803,30 @@ def test_records_count_parameters_and_table_params_shows_them(tmp_path, capsys):
     dense = f"{total:,} of {total:,} (100.0%)"
     assert dense in out and f"{total - ng * ng // 2:,} of {total:,}" in out
     assert f"| 50% | lottery | none | {ng * ng // 2:,} |" in out
+
+
+def test_prefetched_batches_and_the_place_code_are_the_numbers_of_one_batch_at_a_time():
+    """The task draws PREFETCH walks at once: bit for bit the batches of one sample() call per step."""
+    cfg = dataclasses.replace(_smoke(), batch_size=5, seq_len=7, surround=True)
+    task = NavigationTask(cfg, 0)
+    k = task.PREFETCH + 3  # across a refill
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    cells = task.place_cells
+
+    def code(p):  # the place-cell code as a sum over a trailing axis of 2
+        d2 = ((p[..., None, :] - cells.centres) ** 2).sum(-1)
+        c = torch.softmax(-d2 / (2 * cells.sigma ** 2), -1) - torch.softmax(-d2 / (4 * cells.sigma ** 2), -1)
+        c = c - c.amin(-1, keepdim=True)
+        return c / c.sum(-1, keepdim=True)
+
+    for _ in range(k):
+        v, c0, c = task.sample(g1)
+        t = task.trajectories.sample(cfg.batch_size, generator=g2)
+        assert torch.equal(v, t.velocity) and torch.equal(c0, code(t.init_position)) and torch.equal(c, code(t.position))
+    # a new generator starts a new set of batches
+    fresh = task.sample(torch.Generator().manual_seed(4))[0]
+    assert torch.equal(fresh, task.trajectories.sample(cfg.batch_size, generator=torch.Generator().manual_seed(4)).velocity)
+    # gradients still flow to positions (the out-of-place path)
+    p = torch.zeros(3, 2, requires_grad=True)
+    cells(p).square().sum().backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all()

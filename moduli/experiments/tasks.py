@@ -133,8 +133,23 @@ class NavigationTask(Task):
         """The RNN's input: velocity (m/s), or displacement per step (m) under ``inputs="displacement"``."""
         return velocity * self.trajectories.dt if self.cfg.inputs == "displacement" else velocity
 
+    #: Training batches whose walks are integrated together (the same numbers as one at a time, see
+    #: :meth:`~moduli.experiments.navigation.TrajectoryGenerator.sample_many`).
+    PREFETCH = 32
+
     def sample(self, generator):
-        t = self.trajectories.sample(self.cfg.batch_size, generator=generator)
+        """One training batch: inputs, place-cell code of the start, place-cell codes along the walk.
+
+        Walks are drawn :attr:`PREFETCH` batches at a time from ``generator``
+        and handed out one per call, equal to drawing them one per call as long
+        as nothing else draws from ``generator`` in between (a new generator
+        starts a new set).
+        """
+        pending = getattr(self, "_pending", None)
+        if pending is None or pending[0] is not generator or not pending[1]:
+            pending = self._pending = (generator, self.trajectories.sample_many(
+                self.PREFETCH, self.cfg.batch_size, generator=generator)[::-1])
+        t = pending[1].pop()
         return self._inputs(t.velocity), self.place_cells(t.init_position), self.place_cells(t.position)
 
     def loss(self, model, batch):

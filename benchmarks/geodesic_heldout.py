@@ -71,11 +71,10 @@ def digits(seed: int):
 
 def fashion(seed: int, n: int = 4000, side: int = 14):
     """A seeded ``n``-image subset of Fashion-MNIST's training files, average-pooled to ``side`` x ``side``."""
-    x, y = geodesic.load_mnist(FASHION, "train")
+    x, y = geodesic.load_mnist(FASHION, "train", flatten=False)  # [60000, 1, 28, 28], already in [0, 1]
     g = torch.Generator().manual_seed(1000 + seed)
     idx = torch.randperm(len(y), generator=g)[:n]
-    X = x[idx].float().div(255.0).unsqueeze(1)
-    X = nn.functional.adaptive_avg_pool2d(X, side).reshape(n, -1)
+    X = nn.functional.adaptive_avg_pool2d(x[idx], side).reshape(n, -1)
     return split(X, y[idx].long(), seed)
 
 

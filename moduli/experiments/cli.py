@@ -318,13 +318,16 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factor", type=_above_one, default=2.0,
                    help="breakdown threshold of the TASK-PRESET_breakdown.png figures, a multiple of the dense error "
                         "(default 2)")
+    p.add_argument("--curves", action="store_true",
+                   help="also draw the learning curves (DIR/curves) per task and sparsity: TASK_curves_sS.png")
 
 
 @command("plot", "write PNGs: metric versus sparsity per regime, the breakdown curves (with a dense baseline), and "
                  "the weights of one trained model")(_plot_args)
 def plot(args: argparse.Namespace) -> int:
     try:
-        paths = plot_directory(args.dir, run_id=args.run, lams=args.lam, breakdown_factor=args.factor)
+        paths = plot_directory(args.dir, run_id=args.run, lams=args.lam, breakdown_factor=args.factor,
+                               curves=args.curves)
     except (ValueError, OSError) as exc:  # CheckpointError and ResultsFileError are ValueErrors
         return report("moduli plot", exc)
     for p in paths:

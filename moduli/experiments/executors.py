@@ -28,7 +28,7 @@ import torch
 from .config import TrainConfig
 from .devices import parse_device, worker_devices
 from .plan import RunSpec, run_config
-from .results import CheckpointError, append_result, atomic_write, checkpoint_path, load_checkpoint
+from .results import CheckpointError, atomic_write, checkpoint_path, load_checkpoint, read_curve, record_phase
 from .train import progress_bar, run_one
 
 __all__ = ["train_detached", "RayPool", "run_detached"]
@@ -120,6 +120,9 @@ def train_detached(spec: RunSpec, cfg: TrainConfig, todo: tuple, checkpoint: Opt
             ckpt.write_bytes(checkpoint)
         done = {(spec.run_id, p) for p in spec.phases() if p not in todo}
         records = run_one(spec, cfg, Path(tmp), done=done, progress=False, log=lambda *a: None, device=device)
+        for rec in records:  # the curve goes back with its record; the caller writes both (record_phase)
+            rec.pop("curve_file", None)
+            rec["curve"] = read_curve(tmp, rec["run_id"], rec["phase"])
         return records, ckpt.read_bytes() if ckpt.exists() else None
 
 
@@ -266,10 +269,10 @@ def run_detached(todo: list, cfg: TrainConfig, out: Path, done: set, *, workers:
                     ckpt.parent.mkdir(exist_ok=True)
                     atomic_write(data, ckpt)
                 for rec in records:
-                    append_result(out, rec)
+                    rec = record_phase(out, rec)
+                    new.append(rec)
                     log(f"{spec.run_id} {rec['phase']}: {rec['metric']} = {rec['value']} "
                         f"(recurrent sparsity {rec['recurrent_sparsity']:.3f})")
-                new += records
         except BaseException:  # an interrupt, SIGTERM or an error: do not wait for the runs in progress
             _terminate(pool)
             raise

@@ -11,10 +11,10 @@ import torch
 
 from .. import analysis, targets
 from ..manifolds import catalog
-from .results import RECORD_FIELDS, read_checkpoint, read_results
+from .results import RECORD_FIELDS, curve_path, read_checkpoint, read_curve, read_results
 from .table import lower_is_better, breakdown, dense_baselines, regime_rank, metric_label, summarize
 
-__all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_breakdown", "plot_model"]
+__all__ = ["plot_directory", "plot_metric_vs_sparsity", "plot_breakdown", "plot_model", "plot_curves"]
 
 
 def _pyplot():
@@ -211,8 +211,64 @@ def plot_model(checkpoint, plots_dir, *, manifold=None, neuron: int = 0, maxdim:
     return paths
 
 
+def plot_curves(out, records: list[dict], path, *, sparsity: float) -> Path:
+    """Learning curves at one sparsity: training loss (top) and the task metric at each pruning epoch (bottom),
+    sparse phase left and lottery phase right, one colour per regime (one line per seed).
+
+    Reads ``out/curves/RUN_ID-PHASE.jsonl`` of every record at ``sparsity``
+    (:func:`~moduli.experiments.results.read_curve`).
+
+    Raises
+    ------
+    ValueError
+        If no record at ``sparsity`` has a curve (records written before curves existed).
+    """
+    rows = [r for r in records if r["sparsity"] == sparsity]
+    curves = [(r, read_curve(out, r["run_id"], r["phase"])) for r in rows]
+    curves = [(r, c) for r, c in curves if c]
+    if not curves:
+        raise ValueError(f"no learning curves at sparsity {sparsity:g} in {Path(out) / 'curves'} (records written "
+                         "before curves existed have none)")
+    plt = _pyplot()
+    phases = [p for p in ("sparse", "lottery") if any(r["phase"] == p for r, _ in curves)]
+    fig, axes = plt.subplots(2, len(phases), figsize=(5.5 * len(phases), 6.5), squeeze=False, sharex="col")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    regimes = sorted({r["regime"] for r, _ in curves}, key=lambda g: (regime_rank(g), g))
+    metric = curves[0][0]["metric"]
+    for j, phase in enumerate(phases):
+        top, bottom = axes[0][j], axes[1][j]
+        for i, regime in enumerate(regimes):
+            labelled = False
+            for r, c in curves:
+                if r["phase"] != phase or r["regime"] != regime:
+                    continue
+                label = None if labelled else regime
+                labelled = True
+                top.plot([x["step"] for x in c], [x["loss"] for x in c], color=colours[i % len(colours)],
+                         lw=1.2, alpha=0.85, label=label)
+                pts = [(x["step"], x[metric]) for x in c if x.get(metric) is not None]
+                if pts:
+                    bottom.plot(*zip(*pts), "-o", ms=3, color=colours[i % len(colours)], lw=1.2, alpha=0.85,
+                                label=label)
+        top.set_title(f"{phase} phase, {100 * sparsity:g}% sparsity")
+        top.set_ylabel("training loss (mean since the previous point)")
+        bottom.set_ylabel(metric_label(metric) + " (evaluation set)")
+        bottom.set_xlabel("training step")
+        values = [y for line in bottom.get_lines() for y in line.get_ydata()]
+        if values and min(values) > 0 and max(values) > 20 * min(values):
+            bottom.set_yscale("log")
+        top.legend(fontsize=7)
+    fig.suptitle(f"{curves[0][0]['task']}: learning curves (one line per seed)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = None,
-                   breakdown_factor: float = 2.0) -> list[Path]:
+                   breakdown_factor: float = 2.0, curves: bool = False) -> list[Path]:
     """Write ``out/plots/TASK_vs_sparsity.png`` per task, ``TASK-PRESET_breakdown.png`` per (task, preset)
     with a dense baseline (:func:`plot_breakdown`, lower-is-better metrics) and one model's pictures.
 
@@ -221,7 +277,9 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
     drawn on the run's own manifold. ``lams`` keeps only
     results with those lambdas (regime ``none`` always kept).
     ``breakdown_factor`` is the threshold of the breakdown figures, a multiple
-    of the dense error (default 2).
+    of the dense error (default 2). ``curves=True`` adds
+    ``out/plots/TASK_curves_sSPARSITY.png`` per task and sparsity whose records
+    have learning curves (:func:`plot_curves`).
     """
     out = Path(out)
     records = read_results(out, require=RECORD_FIELDS)
@@ -238,6 +296,17 @@ def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = 
             rs = [r for r in records if r["task"] == task and r.get("preset", "") == preset]
             if any(r["sparsity"] > 0 for r in rs) and lower_is_better(task):
                 paths.append(plot_breakdown(rs, plots / f"{task}-{preset}_breakdown.png", factor=breakdown_factor))
+    if curves:
+        drawn = 0
+        for task in sorted({r["task"] for r in records}):
+            rs = [r for r in records if r["task"] == task]
+            for sp in sorted({r["sparsity"] for r in rs}):
+                if any(curve_path(out, r["run_id"], r["phase"]).exists() for r in rs if r["sparsity"] == sp):
+                    paths.append(plot_curves(out, rs, plots / f"{task}_curves_s{100 * sp:g}.png", sparsity=sp))
+                    drawn += 1
+        if not drawn:
+            raise ValueError(f"no learning curves in {out / 'curves'} (records written before curves existed "
+                             "have none)")
     ckpts = sorted((out / "checkpoints").glob("*-sparse.pt"))
     if run_id is not None:
         ckpts = [c for c in ckpts if c.name == f"{run_id}-sparse.pt"]

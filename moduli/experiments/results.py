@@ -22,7 +22,7 @@ import torch
 from .plan import RunSpec
 from .regimes import Regime
 
-__all__ = ["RESULTS_FILE", "read_results", "append_result", "migrate_record", "migrate_config", "checkpoint_path", "atomic_save",
+__all__ = ["RESULTS_FILE", "read_results", "append_result", "record_phase", "read_curve", "curve_path", "CURVES_DIR", "migrate_record", "migrate_config", "checkpoint_path", "atomic_save",
            "atomic_write", "locked", "LEGACY_INHIBITOR_FIELDS", "CHECKPOINT_VERSION", "CheckpointError", "config_hash",
            "checkpoint_contents", "load_checkpoint", "read_checkpoint", "RecordWriteError", "RECORD_FIELDS",
            "ResultsFileError"]
@@ -195,6 +195,56 @@ def append_result(out, record: dict) -> None:
                                    f"to {path}: {exc}; the file is unchanged") from exc
     finally:
         os.close(fd)
+
+
+#: Learning curves of a result directory: ``DIR/curves/RUN_ID-PHASE.jsonl``.
+CURVES_DIR = "curves"
+
+
+def curve_path(out, run_id: str, phase: str) -> Path:
+    """``out/curves/RUN_ID-PHASE.jsonl``: the learning curve of one phase (one JSON object per row)."""
+    return Path(out) / CURVES_DIR / f"{run_id}-{phase}.jsonl"
+
+
+def record_phase(out, record: dict) -> dict:
+    """Write a finished phase: its learning curve (``record["curve"]``, if any) to :func:`curve_path`, atomically,
+    then the record without it to ``results.jsonl``; return the record as written.
+
+    The curve is written first, so a record in ``results.jsonl`` always has
+    its whole curve beside it; a phase trained again replaces its curve.
+    """
+    rec = dict(record)
+    rows = rec.pop("curve", None)
+    if rows is not None:
+        path = curve_path(out, rec["run_id"], rec["phase"])
+        path.parent.mkdir(exist_ok=True)
+        atomic_write("".join(json.dumps(row) + "\n" for row in rows).encode(), path)
+        rec["curve_file"] = str(path.relative_to(out))
+    append_result(out, rec)
+    return rec
+
+
+def read_curve(out, run_id: str, phase: str) -> list[dict]:
+    """The rows of a phase's learning curve (``[]`` when it has none: a record written before curves).
+
+    Raises
+    ------
+    ValueError
+        If the file holds a line that is not a JSON object (the message names the file and line).
+    """
+    path = curve_path(out, run_id, phase)
+    if not path.exists():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {i}: not a learning-curve row (a JSON object)")
+        rows.append(row)
+    return rows
 
 
 def checkpoint_path(out, run_id: str) -> Path:

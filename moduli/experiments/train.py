@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import datetime as _dt
 import math
 import platform
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -28,7 +30,7 @@ from .devices import device_record, move_to, resolve_device
 from .plan import RunSpec
 from .regimes import build_prior
 from .registry import make_task
-from .results import CheckpointError, append_result, atomic_save, checkpoint_contents, checkpoint_path, load_checkpoint
+from .results import CheckpointError, atomic_save, checkpoint_contents, checkpoint_path, load_checkpoint, record_phase
 from .tasks import Task
 
 __all__ = ["run_one", "initial_embeddings", "progress_bar", "check_lottery_prior"]
@@ -37,6 +39,20 @@ _CPU = torch.device("cpu")
 
 # Offsets that keep the random streams of one seed apart.
 _TRAIN_STREAM, _LOTTERY_STREAM, _INIT_STREAM, _EMBED_STREAM, _LOTTERY_EMBED_STREAM = 11, 13, 17, 19, 23
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> Optional[str]:
+    """The commit of the ``moduli`` checkout this process imported (None outside a git checkout, or without git)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = done.stdout.strip()
+    return text if done.returncode == 0 and len(text) == 40 else None
 
 
 def _now() -> str:
@@ -127,8 +143,16 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress):
+def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress,
+                 curve: Optional[list] = None):
     """Train one phase; return the losses (a float64 CPU tensor, one per step taken) and whether it diverged.
+
+    ``curve``, when given, receives the learning curve's rows: every
+    :data:`CHECK_EVERY` steps (and after the last) the mean loss since the
+    previous row, ``lam`` times the penalty, the pruned sparsity and the wall
+    time since the phase began; at the start of every pruning epoch after the
+    first, the task metric too (the caller adds the final evaluation to the
+    last row). Those evaluations are part of the phase's ``train_s``.
 
     On the CPU every step's loss is checked before its backward pass, and a
     phase stops at its first non-finite loss. On an accelerator the loop does
@@ -160,6 +184,22 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
         return ok
 
     diverged, taken = False, 0
+    started, penalty, last_row = time.perf_counter(), None, 0
+
+    def add_row(upto: int, evaluate: bool) -> None:
+        """The curve's row at step ``upto`` (the metric added to it if the row exists already)."""
+        nonlocal last_row
+        if curve is None or upto == 0:
+            return
+        if upto != last_row:
+            curve.append({"step": upto, "loss": float(losses[last_row:upto].double().mean()),
+                          "penalty": None if penalty is None else lam * float(penalty),
+                          "pruned_sparsity": _sparsity(model, pruner.names) if pruner is not None else None,
+                          "time_s": round(time.perf_counter() - started, 3)})
+            last_row = upto
+        if evaluate and task.metric not in curve[-1]:
+            curve[-1][task.metric] = float(task.evaluate(model))
+
     bar = progress_bar(range(cfg.steps), desc, progress)
     try:
         for step in bar:
@@ -167,6 +207,7 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                 if not finite_so_far(step):
                     diverged = True
                     break
+                add_row(step, evaluate=True)
                 task.begin_epoch(model, opt, epoch_starts[step])
                 if pruner is not None:
                     pruner.step()
@@ -185,9 +226,11 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
             else:
                 loss.backward()
             if priors is not None and lam > 0:
-                # the fused gradient of lam * penalty (same update as adding it to the loss)
-                priors.check_finite = check
-                priors.add_penalty_grad_(lam)
+                # the fused gradient of lam * penalty (same update as adding it to the loss); its value
+                # comes back (and is checked) at the check steps
+                priors.check_finite = check or (curve is not None and taken % CHECK_EVERY == 0)
+                value = priors.add_penalty_grad_(lam)
+                penalty = value if value is not None else penalty
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if scaler is not None:
@@ -195,10 +238,14 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                 scaler.update()
             else:
                 opt.step()
-            if taken % CHECK_EVERY == 0 and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(losses[step]):.4f}")
+            if taken % CHECK_EVERY == 0:
+                add_row(taken, evaluate=False)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{float(losses[step]):.4f}")
         if not diverged and not finite_so_far(taken):
             diverged = True
+        if not diverged:
+            add_row(taken, evaluate=False)  # its metric is the phase's evaluation (_train_and_record)
     finally:
         if priors is not None:
             priors.check_finite = True
@@ -214,12 +261,17 @@ def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, pru
     """Train one phase (seeded from ``stream``), evaluate unless it diverged, and
     build its record; ``started``/``t0`` mark when the phase's preparation began."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(stream * 1_000_000 + spec.seed)
+    curve: list = []
     losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=pruner,
-                                    generator=gen, desc=f"{spec.run_id} {phase}", progress=progress)
+                                    generator=gen, desc=f"{spec.run_id} {phase}", progress=progress, curve=curve)
     train_s, t1 = time.perf_counter() - t0, time.perf_counter()
     value = task.evaluate(model) if not diverged else None
-    return _record(spec, phase, task, model, cfg, value, diverged=diverged, losses=losses,
-                   prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
+    if value is not None and curve:
+        curve[-1][task.metric] = float(value)
+    rec = _record(spec, phase, task, model, cfg, value, diverged=diverged, losses=losses,
+                  prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
+    rec["curve"] = curve
+    return rec
 
 
 def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverged, losses, prune_names,
@@ -247,6 +299,7 @@ def _record(spec: RunSpec, phase: str, task: Task, model, cfg, value, *, diverge
         **_counts(model, prune_names),
         "config": cfg.to_dict(),
         "version": __version__,
+        "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
@@ -401,7 +454,7 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
                 masks=move_to(targets.masks(model, prune_names), _CPU), initial_state=move_to(initial_state, _CPU),
                 priors=move_to(priors.state_dict(), _CPU) if priors is not None and hasattr(priors, "state_dict")
                 else None, embeddings=_embeddings(priors)), ckpt_path)
-        append_result(out, rec)
+        rec = record_phase(out, rec)
         records.append(rec)
         log(f"{spec.run_id} sparse: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")
 
@@ -416,7 +469,7 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
             priors.freeze()
         rec = _train_and_record("lottery", spec, task, model, cfg, priors, None, _LOTTERY_STREAM, prune_names,
                                 progress, started, t0)
-        append_result(out, rec)
+        rec = record_phase(out, rec)
         records.append(rec)
         log(f"{spec.run_id} lottery: {task.metric} = {rec['value']} (recurrent sparsity {rec['recurrent_sparsity']:.3f})")
     return records

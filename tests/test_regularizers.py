@@ -798,3 +798,28 @@ def test_fixed_penalty_backward_once_and_value_from_its_gradient():
     value.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="one backward pass per penalty"):
         value.backward()
+
+
+def test_torch_save_of_a_prior_set_round_trips_and_keeps_it_bound_to_its_model(tmp_path):
+    """A prior set pickles with its model (its caches are dropped and rebuilt): saved together, the loaded
+    prior set reads the loaded model; its penalty and its state_dict are those of the original."""
+    from moduli import pruning
+    from moduli.manifolds import catalog
+
+    torch.manual_seed(0)
+    model = nn.RNN(3, 12)
+    pruning.GradualMagnitudePruning(model, 0.9, epochs=1, targets=["weight_hh_l0"]).step()
+    priors = rg.attach(model, rg.ModuliPrior(catalog.build("klein"), rg.DifferenceOfGaussians(), trainable=True))
+    before = priors.penalty().item()
+    priors.add_penalty_grad_(1e-3)  # fills the sparse pass's caches (weak references)
+    torch.save({"model": model, "priors": priors}, tmp_path / "both.pt")
+    loaded = torch.load(tmp_path / "both.pt", weights_only=False)
+    m2, p2 = loaded["model"], loaded["priors"]
+    assert p2.penalty().item() == before
+    with torch.no_grad():
+        m2.weight_hh_l0_orig.mul_(2.0)  # the loaded prior set follows the loaded model, not the original
+    assert p2.penalty().item() == pytest.approx(2 * before, rel=1e-6)
+    assert priors.penalty().item() == before
+    fresh = rg.attach(model, rg.ModuliPrior(catalog.build("klein"), rg.DifferenceOfGaussians(), trainable=True))
+    fresh.load_state_dict(priors.state_dict())
+    assert fresh.penalty().item() == before

@@ -252,6 +252,13 @@ class Term(nn.Module):
             self.__dict__["_entry_cache"] = cached
         return cached[3] if cached[4] <= _penalty.SPARSE_DENSITY else None
 
+    def __getstate__(self):
+        """For pickling (``torch.save(priors)``): the caches hold weak references; they are rebuilt on use."""
+        state = dict(self.__dict__)
+        state.pop("_kept_cache", None)
+        state.pop("_entry_cache", None)
+        return state
+
     def forget_mask(self) -> None:
         """Drop the cached kept pairs and entries.
 
@@ -391,7 +398,6 @@ class PriorSet(nn.Module):
         self.prior = prior
         self.check_finite = True
         self._frozen = False
-        object.__setattr__(self, "_model", weakref.ref(model))
         device, dtype = tg.module_device_dtype(model)
         self.emb = nn.ModuleDict()
         self.term = nn.ModuleDict()

@@ -66,13 +66,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moduli", description="Geometry and topology as sparsity priors for neural networks.")
     parser.add_argument("--version", action="version", version=f"moduli {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", default=[],
+                        help="import MODULE first (repeatable), e.g. a module of yours that calls "
+                             "moduli.experiments.register_task, so that its tasks are runnable here")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help, description=help))
     return parser
 
 
+def _import_user_modules(argv: list[str]) -> None:
+    """Import the modules named by ``--import MODULE`` / ``--import=MODULE`` before the parser is built
+    (its task choices come from the registry they may add to); an import error ends with one line, exit 2."""
+    import importlib
+
+    names = []
+    for i, a in enumerate(argv):
+        if a == "--import" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif a.startswith("--import="):
+            names.append(a.split("=", 1)[1])
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a module beside the user, as `python -m` would find it
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any failure of the user's module: say which, and stop
+            print(f"moduli: --import {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _import_user_modules(argv)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)

@@ -17,13 +17,14 @@ from .._commands import command
 from .devices import parse_device
 from .plot import plot_directory
 from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, parse_regime
-from .registry import add_config_arguments, config_from_args, preset_names, task_names
+from .registry import add_config_arguments, config_from_args, get_preset, preset_names, task_names
 from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
 from .train import check_lottery_prior
 from .table import breakdown_table, inventory_table, markdown_table, params_table, write_breakdown_csv, write_csv
 
 __all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options",
+           "resolve_config", "print_config", "dry_run",
            "error_message", "report", "SweepOutput"]
 
 
@@ -200,7 +201,15 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
-    """Seeds, output directory, threads and progress: shared by ``run`` and ``sweep``."""
+    """Seeds, output directory, threads and progress (and the config file, printing, dry run): shared by
+    ``run`` and ``sweep``."""
+    p.add_argument("--config", type=Path, default=None, metavar="FILE.json",
+                   help="hyperparameters from a JSON object of config fields (as --print-config writes, or the "
+                        "'config' of a record), applied over the preset; options given on the command line win")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration as JSON (usable with --config) and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the planned runs and which of their phases are already recorded in DIR, and exit")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
     p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--out", type=Path, default=None, help=f"result directory (default: {default_out})")
@@ -220,6 +229,70 @@ def add_sweep_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
                         "(default 1)")
 
 
+def resolve_config(task: str, preset: str, args: argparse.Namespace, *, exclude: tuple = ()):
+    """The preset, then ``--config FILE`` (fields not given as options), then the options.
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read, is not a JSON object, or names fields the task does not have.
+    """
+    import dataclasses
+    import json
+
+    if getattr(args, "config", None) is None:
+        return config_from_args(task, preset, args, exclude=exclude)
+    cfg = get_preset(task, preset)
+    try:
+        data = json.loads(args.config.read_text())
+    except OSError as exc:
+        raise ValueError(f"--config {args.config}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config {args.config}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "run_id" in data:
+        data = data["config"]  # a record: its config
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {args.config}: expected a JSON object of config fields, got "
+                         f"{type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"--config {args.config}: the {task} config has no fields {unknown}")
+    # options win; the file's lam is the default lambda (repeated --lam options are the sweep's values)
+    given = {k: v for k, v in data.items() if k in exclude or getattr(args, k, None) is None}
+    try:
+        cfg = dataclasses.replace(cfg, **given)
+    except TypeError as exc:
+        raise ValueError(f"--config {args.config}: {exc}") from None
+    return config_from_args(task, preset, args, exclude=exclude, base=cfg)
+
+
+def print_config(cfg) -> None:
+    """Every field of ``cfg`` (added ones too) as JSON on stdout."""
+    import dataclasses
+    import json
+
+    print(json.dumps(dataclasses.asdict(cfg), indent=1, sort_keys=True))
+
+
+def dry_run(task: str, preset: str, regimes, lams, sparsities, seeds, out: Path, cfg) -> int:
+    """Print the planned runs of a sweep and the phases ``out`` already holds; train nothing."""
+    from .plan import plan_runs
+
+    runs = plan_runs(task, preset, regimes, [cfg.lam] if lams is None else lams, sparsities, seeds)
+    try:
+        done = {(r["run_id"], r["phase"]) for r in read_results(out)}
+    except (ValueError, OSError) as exc:
+        return report("moduli run", exc)
+    todo = 0
+    for spec in runs:
+        phases = [f"{p} ({'recorded' if (spec.run_id, p) in done else 'to train'})" for p in spec.phases()]
+        todo += sum((spec.run_id, p) not in done for p in spec.phases())
+        print(f"{spec.run_id}: {', '.join(phases)}")
+    print(f"{len(runs)} runs, {todo} phases to train, in {out} (dry run: nothing trained)")
+    return 0
+
+
 def execution_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ``run_sweep`` set by :func:`add_sweep_options` (threads set here)."""
     if args.threads:
@@ -231,15 +304,20 @@ def execution_options(args: argparse.Namespace) -> dict:
 @command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
+        cfg = resolve_config(args.task, args.preset, args, exclude=("lam",))
         regimes = regimes_from_args(args, ["none"])
         for regime in regimes:
             check_lottery_prior(regime, cfg)
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print_config(cfg)
+        return 0
     out = args.out or Path("runs") / f"{args.task}-{args.preset}"
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    if args.dry_run:
+        return dry_run(args.task, args.preset, regimes, args.lam, args.sparsity or [0.0], seeds, out, cfg)
     options = execution_options(args)
     output = SweepOutput("moduli run", out, options["progress"])
     try:

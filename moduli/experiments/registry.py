@@ -178,15 +178,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str,
 
 
 def config_from_args(task: str, preset: str, args: Union[argparse.Namespace, dict], *,
-                     exclude: tuple[str, ...] = ()) -> TrainConfig:
-    """The preset of ``task`` with the options given in ``args`` applied.
+                     exclude: tuple[str, ...] = (), base: TrainConfig = None) -> TrainConfig:
+    """The preset of ``task`` (or ``base``) with the options given in ``args`` applied.
 
     Raises
     ------
     ValueError
         If an option that does not belong to ``task`` was given.
     """
-    base = get_preset(task, preset)
+    base = get_preset(task, preset) if base is None else base
     values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     own = {f.name for f in fields(base)}
     changes = {}

@@ -17,11 +17,11 @@ from typing import Optional
 
 from .._commands import command
 from .cli import (  # registers run/table/plot
-    SweepOutput, _nonneg_float, _positive_int, add_regime_options, add_sweep_options, execution_options,
-    interrupted, parse_sparsity, regimes_from_args, report,
+    SweepOutput, _nonneg_float, _positive_int, add_regime_options, add_sweep_options, dry_run, execution_options,
+    interrupted, parse_sparsity, print_config, regimes_from_args, report, resolve_config,
 )
 from .regimes import parse_regime
-from .registry import add_config_arguments, config_from_args, preset_names, task_names
+from .registry import add_config_arguments, preset_names, task_names
 from .results import RECORD_FIELDS, read_results
 from .runner import run_sweep
 from .table import markdown_table, metric_label, summarize, write_csv
@@ -130,16 +130,21 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 @command("sweep", "train regimes over a log grid of λ at one sparsity (Appendix G) and plot the metric versus λ")(_sweep_args)
 def sweep(args: argparse.Namespace) -> int:
     try:
-        cfg = config_from_args(args.task, args.preset, args, exclude=("lam",))
+        cfg = resolve_config(args.task, args.preset, args, exclude=("lam",))
         regimes = regimes_from_args(args, DEFAULT_SWEEP_REGIMES)
         lams = sorted(set(args.lam)) if args.lam else log_grid(args.lam_min, args.lam_max, args.num)
     except (TypeError, ValueError) as exc:
         print(f"moduli sweep: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print_config(cfg)
+        return 0
     out = args.out or Path("runs") / f"{args.task}-{args.preset}-sweep"
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     if not args.no_baseline and all(r.kind != "none" for r in regimes):
         regimes = [parse_regime("none")] + regimes
+    if args.dry_run:
+        return dry_run(args.task, args.preset, regimes, lams, [args.sparsity], seeds, out, cfg)
     options = execution_options(args)
     output = SweepOutput("moduli sweep", out, options["progress"])
     try:

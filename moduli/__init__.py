@@ -1,20 +1,20 @@
 """moduli: geometry and topology as sparsity priors for neural networks.
 
-``targets``, ``manifolds``, ``regularizers`` and ``pruning`` are imported with
-the package; ``analysis``, ``geodesic`` and ``experiments`` (which pull in
-gudhi, networkx, matplotlib and scikit-learn) load on first access, as does
-the deprecated ``backends`` shim.
+Every subpackage (``targets``, ``manifolds``, ``regularizers``, ``pruning``,
+``analysis``, ``geodesic``, ``experiments``, ``sparse`` and the deprecated
+``backends`` shim) loads on first access (``moduli.manifolds`` or ``from moduli
+import manifolds``), so ``import moduli`` and ``moduli --help`` import neither
+torch nor anything else heavy.
 """
 
 import importlib as _importlib
 
 __version__ = "0.2.0"
 
-from . import manifolds, pruning, regularizers, targets  # noqa: E402
+_LAZY = ("targets", "manifolds", "regularizers", "pruning", "analysis", "geodesic", "experiments", "sparse",
+         "backends")
 
-_LAZY = ("analysis", "geodesic", "experiments", "backends")
-
-__all__ = ["targets", "manifolds", "regularizers", "pruning", "analysis", "geodesic", "experiments",
+__all__ = ["targets", "manifolds", "regularizers", "pruning", "analysis", "geodesic", "experiments", "sparse",
            "__version__"]
 
 

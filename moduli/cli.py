@@ -9,11 +9,13 @@ exit code.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
+from typing import Optional
 
-from ._commands import COMMANDS, command
+from ._commands import COMMANDS, SUBCOMMANDS, command
 
 __all__ = ["main", "COMMANDS", "command"]
 
@@ -23,8 +25,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-@command("demo", "sample every built-in space (the Appendix D spaces of moduli.manifolds.catalog), print "
-         "distance statistics and cdist timings")(_demo_args)
+@command("demo")(_demo_args)
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
@@ -50,18 +51,33 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Modules whose import registers more subcommands.
-_COMMAND_MODULES = ("moduli.analysis.cli", "moduli.experiments.cli", "moduli.experiments.sweep",
-                    "moduli.experiments.export")
+def _command_of(argv: list[str]) -> Optional[str]:
+    """The subcommand named in ``argv`` (its first word that is not an option or the value of ``--import``)."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--import":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
+def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
+    """The ``moduli`` parser.
 
+    Given ``argv``, only the module of the subcommand it names is imported
+    (:data:`~moduli._commands.SUBCOMMANDS`); the others are listed by name and
+    help, so ``moduli --help`` imports none (and not torch). Without ``argv``,
+    every subcommand is built in full.
+    """
     from . import __version__
 
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name)
+    wanted = _command_of(argv) if argv is not None else None
+    for name, (module, _) in SUBCOMMANDS.items():
+        if argv is None or name == wanted:
+            importlib.import_module(module)
 
     parser = argparse.ArgumentParser(
         prog="moduli", description="Geometry and topology as sparsity priors for neural networks.")
@@ -70,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import MODULE first (repeatable), e.g. a module of yours that calls "
                              "moduli.experiments.register_task, so that its tasks are runnable here")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help, description=help))
+    for name, (_, help) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        if name in COMMANDS and (argv is None or name == wanted):
+            COMMANDS[name][1](p)
     return parser
 
 
@@ -99,7 +117,7 @@ def _import_user_modules(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _import_user_modules(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly

@@ -97,3 +97,16 @@ def test_import_makes_a_users_task_runnable(tmp_path, monkeypatch, capsys):
         main(["--import", "no_such_module_here", "run", "navigation"])
     assert exc.value.code == 2
     assert "--import no_such_module_here: ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_import_moduli_and_the_top_level_help_do_not_import_torch():
+    import subprocess
+
+    code = ("import sys, moduli; assert 'torch' not in sys.modules; "
+            "from moduli.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules, 'moduli --help imported torch'\n"
+            "from moduli import manifolds\nassert 'torch' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train a sweep" in done.stdout  # the subcommands are listed with their help

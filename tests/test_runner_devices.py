@@ -195,3 +195,12 @@ def test_a_diverged_phase_is_reported_at_the_check_that_sees_it(tmp_path, monkey
 def test_the_checks_run_every_step_on_the_cpu_and_at_a_cadence_elsewhere():
     assert train._check_every(torch.device("cpu")) == 1
     assert train._check_every(torch.device("cuda", 0)) == train.CHECK_EVERY == 50
+
+
+def test_a_second_sweep_on_a_locked_directory_is_refused(tmp_path):
+    from moduli.experiments.results import locked
+
+    with locked(tmp_path):
+        with pytest.raises(RuntimeError, match="another moduli run is writing to"):
+            run_sweep("adding", get_preset("adding", "smoke"), [parse_regime("none")], [0.0], [0], tmp_path, **QUIET)
+    assert run_sweep("adding", get_preset("adding", "smoke"), [parse_regime("none")], [0.0], [0], tmp_path, **QUIET)

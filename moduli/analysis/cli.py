@@ -142,7 +142,7 @@ def _topology_args(p: argparse.ArgumentParser) -> None:
                    help="Betti threshold; repeatable (default: 10%%, 25%% and 50%% of the longest finite bar)")
 
 
-@command("topology", "persistent homology of a point cloud: JSON diagrams, Betti numbers, PNGs")(_topology_args)
+@command("topology")(_topology_args)
 def _topology(args: argparse.Namespace) -> int:
     from . import persistence, plot_barcode, plot_diagram
 
@@ -199,7 +199,7 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-@command("graph", "connectivity-graph statistics of a (pruned) weight matrix: JSON and histograms")(_graph_args)
+@command("graph")(_graph_args)
 def _graph(args: argparse.Namespace) -> int:
     from . import connectivity, plot_degree_histogram, plot_edge_length_histogram
 

@@ -301,7 +301,7 @@ def execution_options(args: argparse.Namespace) -> dict:
                 device=args.device, gpus_per_run=args.gpus_per_run)
 
 
-@command("run", "train a sweep (task x regime x sparsity x seed), resuming from DIR/results.jsonl")(_run_args)
+@command("run")(_run_args)
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = resolve_config(args.task, args.preset, args, exclude=("lam",))
@@ -352,7 +352,7 @@ def _table_args(p: argparse.ArgumentParser) -> None:
                    help="breakdown threshold as a multiple of the dense error (default 2)")
 
 
-@command("table", "print the paper-style Markdown table of a result directory and write CSV")(_table_args)
+@command("table")(_table_args)
 def table(args: argparse.Namespace) -> int:
     try:
         records = read_results(args.dir, require=RECORD_FIELDS)
@@ -400,8 +400,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
                    help="also draw the learning curves (DIR/curves) per task and sparsity: TASK_curves_sS.png")
 
 
-@command("plot", "write PNGs: metric versus sparsity per regime, the breakdown curves (with a dense baseline), and "
-                 "the weights of one trained model")(_plot_args)
+@command("plot")(_plot_args)
 def plot(args: argparse.Namespace) -> int:
     try:
         paths = plot_directory(args.dir, run_id=args.run, lams=args.lam, breakdown_factor=args.factor,

@@ -196,7 +196,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", type=Path, default=None, help="the JSON summary (default: OUT with suffix .json)")
 
 
-@command("export", "write a run's finalized model, its prior's embeddings and a JSON summary of its sparsity")(
+@command("export")(
     _export_args)
 def run(args: argparse.Namespace) -> int:
     try:

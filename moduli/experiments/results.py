@@ -392,18 +392,25 @@ def atomic_write(data: bytes, path: Path) -> None:
 
 @contextmanager
 def locked(out: Path):
-    """Hold an exclusive lock on ``out`` so two sweeps never write the same results."""
-    import fcntl
+    """Hold an exclusive lock on ``out`` so two sweeps never write the same results.
 
-    try:
-        fh = open(Path(out) / ".lock", "a")
+    ``filelock`` (a dependency of torch too) locks ``out/.lock`` with the
+    operating system's lock (``fcntl`` on Linux and macOS, ``msvcrt`` on
+    Windows), released when the process ends, however it ends.
+    """
+    import filelock
+
+    path = Path(out) / ".lock"
+    try:  # a directory we cannot write is named here (filelock would report it as a lock held elsewhere)
+        open(path, "a").close()
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write to the result directory {out} ({exc.strerror or exc})") from exc
+    lock = filelock.FileLock(str(path), timeout=0)
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another moduli run is writing to {out}; wait for it or use another --out") from None
+        lock.acquire()
+    except filelock.Timeout:
+        raise RuntimeError(f"another moduli run is writing to {out}; wait for it or use another --out") from None
+    try:
         yield
     finally:
-        fh.close()
+        lock.release()

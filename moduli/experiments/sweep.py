@@ -127,7 +127,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, exclude=("lam",))
 
 
-@command("sweep", "train regimes over a log grid of λ at one sparsity (Appendix G) and plot the metric versus λ")(_sweep_args)
+@command("sweep")(_sweep_args)
 def sweep(args: argparse.Namespace) -> int:
     try:
         cfg = resolve_config(args.task, args.preset, args, exclude=("lam",))

@@ -23,6 +23,9 @@ __all__ = ["main", "COMMANDS", "command"]
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=4096, help="points for the timed distance matrix")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the timings (default 1: on a shared machine more threads made the "
+                        "small products slower)")
 
 
 @command("demo")(_demo_args)
@@ -33,8 +36,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.n < 2:
         raise SystemExit("moduli demo: --n must be at least 2")
+    if args.threads < 1:
+        raise SystemExit("moduli demo: --threads must be at least 1")
+    torch.set_num_threads(args.threads)
     spaces = {name: mf.catalog.build(name) for name in mf.catalog.NAMES}
-    print(f"moduli demo: {args.n} uniform points per space, float32, CPU, seed {args.seed}")
+    print(f"moduli demo: {args.n} uniform points per space, float32, CPU, seed {args.seed}, {args.threads} thread(s)")
     print(f"{'space':8s} {'diameter':>9s} {'mean d':>8s} {'max d':>8s} {'cdist ms':>9s} {'ns/pair':>8s}")
     for name, M in spaces.items():
         g = torch.Generator().manual_seed(args.seed)

@@ -23,6 +23,8 @@ from torch.func import functional_call
 
 __all__ = ["FunctionalMetric", "METRICS", "explain_forward_error"]
 
+#: Metric kinds of :class:`FunctionalMetric`: ``"output"`` (``JᵀJ / B``, the outputs'
+#: Euclidean metric pulled back) and ``"fisher"`` (the softmax Fisher metric of logits).
 METRICS = ("output", "fisher")
 
 

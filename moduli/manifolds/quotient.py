@@ -133,7 +133,7 @@ class QuotientSpace(Manifold):
 
         Returns
         -------
-        Tensor, shape=[num_images, *y.shape]
+        Tensor, shape ``[num_images, *y.shape]``
         """
         A, b, _, _ = self._tensors(y)
         flat = y.reshape(-1, self.coord_dim)

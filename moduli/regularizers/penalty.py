@@ -52,7 +52,7 @@ def magnitude(weight: Tensor, exponent: float, slice_norm: bool) -> Tensor:
 
     Parameters
     ----------
-    weight : Tensor, shape=[out, in] or [out, in, *kernel]
+    weight : Tensor, shape ``[out, in]`` or ``[out, in, *kernel]``
     slice_norm : bool
         Reduce trailing kernel axes with the L2 norm (convolutions).
 
@@ -80,7 +80,7 @@ def weighted_penalty(weight: Tensor, coefficients: Tensor, exponent: float, *, s
 
     Parameters
     ----------
-    weight : Tensor, shape=[blocks * n_out, cols, *kernel]
+    weight : Tensor, shape ``[blocks * n_out, cols, *kernel]``
     coefficients : Tensor, shape=[n_out, cols], [blocks, n_out, cols] or []
         See the module docstring; a 0-d coefficient ignores ``slice_norm``.
     exponent : float

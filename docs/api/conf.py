@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import pathlib
 import sys
+import warnings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # document this checkout, not whichever moduli is installed
@@ -96,6 +97,29 @@ def _constant_docstring(app, what, name, obj, options, lines):
     lines[:] = _defining_comment(name)
 
 
+def _report_numpydoc_warnings():
+    """Turn numpydoc's Python warnings (``Unknown section ...``) into Sphinx warnings.
+
+    numpydoc reports a misspelt section heading with :func:`warnings.warn`, which
+    ``sphinx -W`` does not see; routed through Sphinx's logger it fails the build.
+    """
+    from sphinx.util import logging
+
+    logger = logging.getLogger("numpydoc")
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if "numpydoc" in pathlib.Path(filename).parts:
+            logger.warning("%s", message, type="numpydoc")
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    # every occurrence, not only the first per line of numpydoc that warns
+    warnings.filterwarnings("always", category=UserWarning, module=r"numpydoc\.")
+    warnings.showwarning = showwarning
+
+
 def setup(app):
+    _report_numpydoc_warnings()
     # before numpydoc (priority 500) reformats the lines
     app.connect("autodoc-process-docstring", _constant_docstring, priority=400)

@@ -33,7 +33,6 @@ release = version = moduli.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
@@ -52,7 +51,6 @@ autodoc_inherit_docstrings = True
 numpydoc_show_class_members = False  # autodoc lists members; avoid duplicating them
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-
 
 
 def _defining_comment(name):

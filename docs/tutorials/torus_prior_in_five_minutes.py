@@ -155,16 +155,18 @@ from moduli.sparse import curve_order
 W = model.rnn.weight_hh_l0.detach()
 points = term.points_out.detach()
 order = curve_order(points, period=10.0)
-vmax = float(W.abs().max())
-fig = Figure(figsize=(8, 4))
+vmax = float(W[W != 0].abs().quantile(0.95))     # clip the few largest weights so the rest show
+fig = Figure(figsize=(9, 4.4))
 for ax, (title, M) in zip(fig.subplots(1, 2), [("index order", W), ("sorted by the torus embedding", W[order][:, order])]):
     im = ax.imshow(M.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=10)
+    ax.set_xlabel("from neuron")
+    ax.set_ylabel("to neuron")
     ax.set_xticks([])
     ax.set_yticks([])
-fig.colorbar(im, ax=fig.axes, shrink=0.8, label="weight")
+fig.colorbar(im, ax=fig.axes, shrink=0.8, label="weight (clipped at the 95th percentile of |w|)")
 fig.suptitle(f"recurrent weights, {pruning.sparsity(W):.0%} zero, after the lottery phase", fontsize=10)
-fig.savefig(OUT / "heatmap.png", dpi=90)
+fig.savefig(OUT / "heatmap.png", dpi=100)
 
 D = torus.cdist(points)
 off_diagonal = ~torch.eye(len(points), dtype=torch.bool)

@@ -83,8 +83,9 @@ analysis.plot_diagram(emb, path=OUT / "embedding_diagram.png", title="torus embe
 # - `null="gaussian"` (default): surrogates are i.i.d. draws from a Gaussian with the
 #   states' mean and covariance — "more topology than a loop-free cloud of the same shape".
 # - `null="time-shuffle"`: each neuron shuffled independently in time. It destroys every
-#   correlation between neurons, so any correlated activity beats it, loop or not; it is
-#   shown here to make that point, not as evidence.
+#   correlation between neurons, so correlated activity can beat it with or without a
+#   loop (an untrained RNN driven by noise does, see `docs/analysis.md`). It is shown for
+#   comparison with older results, not as evidence.
 #
 # The agent lives in a square box, so a network that codes position well has no reason to
 # show loops; an absence of significant H1 bars is the expected answer, not a failure.
@@ -113,8 +114,8 @@ analysis.plot_barcode(activity.result, path=OUT / "activity_barcode.png", max_ba
 # `rank_manifolds` reduces the data and uniform samples of each candidate to the same
 # number of landmarks, rescales every distance matrix to unit mean, and scores each
 # candidate by the bottleneck distance of its H1 diagram to the data's (lower is better).
-# It ranks; it does not test. On the embedding the torus and the Klein bottle should tie
-# (over Z/2 they have the same Betti numbers; `coeff=3` separates them). On the hidden
+# It ranks; it does not test. On the embedding the torus and the Klein bottle should come
+# out close (over Z/2 they have the same Betti numbers; `coeff=3` separates them). On the hidden
 # activity there is no right answer among these candidates: a square box is none of them.
 
 # %%
@@ -158,7 +159,8 @@ print(f"{time.perf_counter() - start:.0f} s in all")
 # - The embedding has the torus's homology (H0, H1 = 1, 2; one H2 bar of 1.3 against 0.4
 #   for the next), as it must: it was drawn on the torus. `rank_manifolds` puts the torus
 #   first and the Klein bottle a close second.
-# - The hidden activity showed no significant loop under either null, and `rank_manifolds`
+# - The hidden activity showed no significant loop under either null (the time-shuffle
+#   null flagged nothing here either), and `rank_manifolds`
 #   put the sphere first for it: the sphere is the only candidate without H1, like the
 #   activity. That says "no loops", not "a sphere". The network codes a position in a
 #   square, and nothing here suggests it uses the torus for that.

@@ -134,7 +134,10 @@ for label, X, kw in [("embedding", points, {"manifold": torus}), ("hidden activi
 # and returns graph statistics of the kept recurrent connections. For comparison we build
 # a random mask with the same number of kept entries on the same neurons. The
 # edge-length ratio is the mean torus distance of kept edges over that of all pairs: about
-# 1 for a random mask, below 1 when the prior made connections local.
+# 1 for a random mask, below 1 when the prior made connections local. The histogram of
+# kept edge lengths is drawn last; on a torus of side 10 most pairs of neurons lie near
+# distance 5, and the inhibitor is lowest at d = 0.89 (0.19, against 0.48 at d = 1.8 and
+# 0.99 at d = 5).
 
 # %%
 stats = analysis.connectivity(term, seed=0)
@@ -169,6 +172,9 @@ print(f"{time.perf_counter() - start:.0f} s in all")
 #   against 0.15), with a small-world sigma of 2.0 against 1.0. It also has fewer
 #   undirected edges (1362 against 1557) for the same 1638 kept entries: the prior's
 #   coefficients are symmetric in the two neurons, and the mask kept 249 reciprocal pairs
-#   and 27 self-connections, which the undirected graph counts once or drops.
+#   and 27 self-connections, which the undirected graph counts once or drops. The
+#   edge-length histogram has two modes: one near d = 2, where the inhibitor is low, and
+#   one near d = 5, where most pairs lie; the prior shifted weight towards short
+#   connections without removing the long ones.
 #
 # One seed of one small network; the paper's claims about large networks are not tested here.

@@ -187,7 +187,7 @@ print(f"mean geodesic length: kept connections {D[kept].mean():.2f}, all pairs {
 # %%
 torch.save({"model": model, "priors": priors, "place_cells": place_cells, "seq_len": SEQ_LEN,
             "errors_cm": {"sparse": sparse_error, "lottery": lottery_error}}, OUT / "torus_rnn.pt")
-print(f"wrote {OUT / 'torus_rnn.pt'} and {OUT / 'heatmap.png'}; {time.perf_counter() - start:.0f} s in all")
+print(f"wrote torus_rnn.pt and heatmap.png to MODULI_TUTORIAL_OUT; {time.perf_counter() - start:.0f} s in all")
 
 # %% [markdown]
 # ## What this shows, and what it does not

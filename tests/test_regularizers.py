@@ -823,3 +823,59 @@ def test_torch_save_of_a_prior_set_round_trips_and_keeps_it_bound_to_its_model(t
     fresh = rg.attach(model, rg.ModuliPrior(catalog.build("klein"), rg.DifferenceOfGaussians(), trainable=True))
     fresh.load_state_dict(priors.state_dict())
     assert fresh.penalty().item() == before
+
+
+def test_prox_soft_thresholds_each_entry_by_its_coefficient_and_gives_exact_zeros():
+    from moduli.manifolds import catalog
+
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 4)
+    priors = rg.attach(lin, rg.ModuliPrior(catalog.build("circle"), rg.DifferenceOfGaussians()), targets="linear")
+    c = priors.terms["weight"].coefficients().clone()
+    w0 = lin.weight.detach().clone()
+    lr, lam = 0.1, 0.7
+    priors.prox_(lr, lam)
+    expected = w0.sign() * (w0.abs() - lr * lam * c).clamp(min=0)  # the hand formula
+    assert torch.equal(lin.weight.detach(), expected)
+    assert int((lin.weight == 0).sum()) == int((w0.abs() <= lr * lam * c).sum()) > 0
+    # it is the proximal point: W minimises |W - V|^2 / (2 lr) + lam * penalty(W) (checked against nudges)
+    obj = lambda w: ((w - w0) ** 2).sum() / (2 * lr) + lam * (c * w.abs()).sum()  # noqa: E731
+    best = obj(lin.weight.detach())
+    for _ in range(20):
+        assert obj(lin.weight.detach() + 1e-3 * torch.randn_like(w0)) >= best
+    # mean reduction divides the thresholds; L1 is a uniform threshold; an RNN's gate blocks repeat them
+    lin2 = nn.Linear(5, 4)
+    w2 = lin2.weight.detach().clone()
+    rg.attach(lin2, rg.L1Prior(reduction="mean"), targets="linear").prox_(1.0, 2.0)
+    assert torch.allclose(lin2.weight.detach(), w2.sign() * (w2.abs() - 2.0 / w2.numel()).clamp(min=0))
+    gru = nn.GRU(3, 6)
+    g0 = gru.weight_hh_l0.detach().clone()
+    pg = rg.attach(gru, rg.ModuliPrior(catalog.build("torus"), rg.DifferenceOfGaussians()))
+    cg = pg.terms["weight_hh_l0"].coefficients()
+    pg.prox_(0.01, 1.0)
+    assert torch.allclose(gru.weight_hh_l0.detach(), g0.sign() * (g0.abs() - 0.01 * cg).clamp(min=0))
+
+
+def test_prox_shrinks_kernel_slices_as_groups_and_refuses_what_it_cannot_do():
+    from moduli.manifolds import catalog
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 4, 3)
+    priors = rg.attach(conv, rg.ModuliPrior(catalog.build("circle"), rg.DifferenceOfGaussians()), targets="conv")
+    c = priors.terms["weight"].coefficients()  # [out, in]
+    t0 = conv.weight.detach().clone()
+    priors.prox_(0.5, 1.0)
+    norms = t0.flatten(2).norm(dim=-1)
+    factor = (1 - 0.5 * c / norms).clamp(min=0)
+    assert torch.allclose(conv.weight.detach(), t0 * factor[..., None, None], atol=1e-7)
+    squared = rg.attach(nn.Linear(3, 3), rg.ModuliPrior(catalog.build("circle"), rg.DifferenceOfGaussians(),
+                                                        exponent=2), targets="linear")
+    with pytest.raises(ValueError, match="exponent 2"):
+        squared.prox_(0.1, 1.0)
+    trained = rg.attach(nn.RNN(2, 4), rg.ModuliPrior(catalog.build("torus"), rg.DifferenceOfGaussians(),
+                                                      trainable=True))
+    with pytest.raises(ValueError, match="freeze"):
+        trained.prox_(0.1, 1.0)
+    trained.freeze().prox_(0.1, 1.0)
+    with pytest.raises(ValueError, match="lr"):
+        trained.prox_(float("nan"), 1.0)

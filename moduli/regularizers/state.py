@@ -342,6 +342,25 @@ class Term(nn.Module):
             param.grad.add_(g, alpha=lam)
         return v
 
+    def _prox_(self, step: float) -> None:
+        """Soft-threshold the stored weight: each entry (each kernel slice) by ``step`` times its coefficient."""
+        if self.exponent != 1.0:
+            raise ValueError(f"prox_ is the soft threshold of a weighted L1 (exponent 1); the prior of {self.name} "
+                             f"has exponent {self.exponent:g}")
+        param = self.parameter
+        w = param.detach()
+        c = self._base().detach()
+        if self.layout.slice_norm and c.ndim > 0 and w.ndim > 2:
+            unit = torch.full_like(w, float(w[0, 0].numel()) ** -0.5)  # every slice of norm 1
+            c_slice = penalty_gradient(unit, c, 1.0, slice_norm=True, reduction=self.reduction).flatten(2).norm(dim=-1)
+            norms = w.flatten(2).norm(dim=-1)
+            factor = (1 - step * c_slice / norms.clamp_min(torch.finfo(w.dtype).tiny)).clamp_min_(0)
+            w.mul_(factor.reshape(*factor.shape, *([1] * (w.ndim - 2))))
+        else:
+            c_entry = penalty_gradient(torch.ones_like(w), c, 1.0, reduction=self.reduction)
+            w.copy_(w.sign() * (w.abs() - step * c_entry).clamp_min_(0))
+        self.forget_mask()
+
     def _workspace(self, like: Tensor) -> Tensor:
         """Scratch memory shaped like the weight, reused across calls."""
         ws = self.__dict__.get("_ws")
@@ -537,6 +556,49 @@ class PriorSet(nn.Module):
         if not bool(torch.isfinite(value)):
             self._raise_not_finite()
         return value
+
+    @torch.no_grad()
+    def prox_(self, lr: float, lam: float) -> "PriorSet":
+        """Proximal step of ``lam * penalty`` with step ``lr``: exact zeros without magnitude pruning.
+
+        For a weighted L1 (exponent 1) the proximal operator is a soft
+        threshold with a threshold per entry: ``W <- sign(W) * max(|W| - lr *
+        lam * c, 0)``, ``c`` the entry's coefficient (divided by their number
+        under ``reduction="mean"``); a convolution's kernel slice ``T`` is
+        shrunk as a group, ``T <- T * max(0, 1 - lr * lam * c / ||T||)``. Call
+        it after ``optimizer.step()`` on the loss alone (no
+        ``add_penalty_grad_``): with SGD at learning rate ``lr`` this is the
+        proximal gradient method (ISTA), whose iterates have exact zeros where
+        the loss gradient cannot hold a weight against its threshold; with Adam
+        it is the usual heuristic of the same form. A pruned weight's pruned
+        entries stay zero.
+
+        Parameters
+        ----------
+        lr, lam : float
+            Finite and >= 0.
+
+        Returns
+        -------
+        PriorSet
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If the exponent is not 1 (not a weighted L1), or embeddings are
+            trained and not frozen (the prox moves weights only; freeze them or
+            use :meth:`add_penalty_grad_`).
+        """
+        lr = _validate.nonnegative(lr, "lr")
+        lam = _validate.nonnegative(lam, "lam")
+        if self._trained_embeddings() and not self._frozen:
+            raise ValueError("prox_ moves weights only and would leave trained embeddings without the penalty's "
+                             "gradient: call freeze() first, or use add_penalty_grad_")
+        self._follow_model()
+        for term in self.terms.values():
+            term._prox_(lr * lam)
+        return self
 
     # ------------------------------------------------------------- freezing
     @property

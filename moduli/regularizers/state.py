@@ -172,8 +172,16 @@ class Term(nn.Module):
 
     @property
     def parameter(self) -> nn.Parameter:
-        """The stored leaf that receives gradients (``<name>_orig`` if pruned)."""
+        """The stored leaf that receives gradients (``<name>_orig`` if pruned, ``.original`` if
+        parametrized; ``ValueError`` for a weight parametrized from several tensors, see
+        :func:`moduli.targets.stored_parameters`)."""
         return tg.stored_parameter(self._module, self._attr)
+
+    @property
+    def parametrized(self) -> bool:
+        """The weight is computed by ``torch.nn.utils.parametrize``: penalties and fused gradients
+        reach its originals through the parametrization (autograd)."""
+        return tg.is_parametrized(self._module, self._attr)
 
     def _shared(self) -> bool:
         return self._emb_in is self._emb_out
@@ -206,6 +214,8 @@ class Term(nn.Module):
         counter (through ``mask.data`` or a numpy view) are not seen: call
         :meth:`forget_mask` after them.
         """
+        if self.parametrized:  # the sparse passes read the stored leaf as the weight
+            return None
         mask = tg.mask_of(self._module, self._attr)
         if mask is None:
             return None
@@ -226,7 +236,7 @@ class Term(nn.Module):
         keeps at most ``SPARSE_DENSITY`` of the entries. Gathered once per
         mask and coefficient buffer (identity and version counter of both).
         """
-        if self.layout.slice_norm:
+        if self.layout.slice_norm or self.parametrized:
             return None
         mask = tg.mask_of(self._module, self._attr)
         if mask is None:
@@ -295,6 +305,8 @@ class Term(nn.Module):
 
     def _add_grad_(self, lam: float, want_value: bool, points: list, point_grads: list) -> Optional[Tensor]:
         """Add ``lam * d term / dW`` to the stored parameter's ``.grad`` (and collect embedding gradients)."""
+        if self.parametrized:
+            return self._add_grad_parametrized_(lam, want_value, points, point_grads)
         param = self.parameter
         lay = self.layout
         if self.live:
@@ -340,6 +352,38 @@ class Term(nn.Module):
             param.grad = g.mul(lam)
         else:
             param.grad.add_(g, alpha=lam)
+        return v
+
+    def _add_grad_parametrized_(self, lam: float, want_value: bool, points: list,
+                                point_grads: list) -> Optional[Tensor]:
+        """:meth:`_add_grad_` for a parametrized weight ``W = f(originals)``: the fused gradient
+        ``lam * dP/dW`` is pulled back to the originals by one backward pass through ``f``."""
+        lay = self.layout
+        with torch.enable_grad():
+            w = self.weight
+        wd = w.detach()
+        g = torch.zeros_like(wd)
+        if self.live:
+            with torch.enable_grad():
+                p_out = self._emb_out.points
+                p_in = None if self._shared() else self._emb_in.points
+            args = (lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction, p_out, p_in)
+            v, g_out, g_in = live_pass(*args, wd, weight_grad=g, alpha=1.0, accumulate=True)
+            points.append(p_out)
+            point_grads.append(g_out.mul_(lam))
+            if p_in is not None:
+                points.append(p_in)
+                point_grads.append(g_in.mul_(lam))
+        else:
+            v = None
+            if want_value:
+                v = weighted_penalty(wd, self.coeff, self.exponent, slice_norm=lay.slice_norm,
+                                     reduction=self.reduction)
+            penalty_gradient(wd, self.coeff, self.exponent, slice_norm=lay.slice_norm, reduction=self.reduction,
+                             out=g)
+        if w.requires_grad:  # else every original is frozen: nothing to update
+            with torch.enable_grad():
+                torch.autograd.backward(w, g.mul_(lam))
         return v
 
     def _workspace(self, like: Tensor) -> Tensor:
@@ -454,7 +498,7 @@ class PriorSet(nn.Module):
     def _follow_model(self) -> None:
         """Move buffers/embeddings to the model's device and dtype if it moved."""
         for t in self.term.values():
-            w = t.parameter  # the stored leaf: no computation
+            w = tg.stored_parameters(t._module, t._attr)[0]  # a stored leaf: no computation
             if t.coeff.device != w.device or t.coeff.dtype != w.dtype:
                 self.to(device=w.device, dtype=w.dtype)
             break

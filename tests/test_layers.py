@@ -1,0 +1,210 @@
+"""Layers users have: parametrized weights, nn.MultiheadAttention, tied consecutive layers."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations as P
+from torch.nn.utils import parametrize
+
+from moduli import manifolds as mf
+from moduli import pruning
+from moduli import regularizers as rg
+from moduli import targets as tg
+
+TORUS = mf.FlatTorus(2, 10.0)
+
+
+def fixed_prior():
+    return rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians())
+
+
+def trained_prior():
+    return rg.ModuliPrior(TORUS, rg.DifferenceOfGaussians(), trainable=True)
+
+
+def _linear(kind):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5 if kind != "orthogonal" else 6), nn.Tanh()).double()
+    {"weight_norm": P.weight_norm, "spectral_norm": P.spectral_norm, "orthogonal": P.orthogonal}[kind](model[0])
+    return model, "linear", "0.weight"
+
+
+def _rnn(kind):
+    torch.manual_seed(0)
+    model = nn.RNN(4, 6).double()
+    {"weight_norm": P.weight_norm, "orthogonal": P.orthogonal}[kind](model, "weight_hh_l0")
+    return model, "recurrent", "weight_hh_l0"
+
+
+CASES = [("linear", k) for k in ("weight_norm", "spectral_norm", "orthogonal")] + \
+        [("rnn", k) for k in ("weight_norm", "orthogonal")]
+
+
+def build(case):
+    layer, kind = case
+    return _linear(kind) if layer == "linear" else _rnn(kind)
+
+
+def originals(model):
+    return [p for n, p in model.named_parameters() if ".original" in n]
+
+
+def reference(term):
+    """Eq. 6 by hand on the weight the layer computes with."""
+    return (term.coefficients() * term.weight.abs()).sum()
+
+
+# ------------------------------------------------------------ parametrized weights
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c))
+def test_prior_on_parametrized_weight_penalises_the_computed_weight(case):
+    model, spec, name = build(case)
+    model.eval()  # spectral norm: no power iteration per read, so every read gives the same weight
+    priors = rg.attach(model, fixed_prior(), spec, generator=torch.Generator().manual_seed(1))
+    assert list(priors.terms) == [name]
+    term = priors.terms[name]
+    assert term.parametrized
+    owner, attr = tg.resolve(model, name)
+    assert torch.equal(term.weight, getattr(owner, attr))
+    p = priors.penalty()
+    ref = reference(term)
+    torch.testing.assert_close(p, ref)
+    leaves = originals(model)
+    assert leaves
+    auto = torch.autograd.grad(ref, leaves)
+    got = torch.autograd.grad(priors.penalty(), leaves)
+    for a, b in zip(auto, got):
+        assert float(a.abs().sum()) > 0
+        torch.testing.assert_close(a, b)
+    # the fused gradient reaches the originals through the parametrization
+    for q in model.parameters():
+        q.grad = None
+    v = priors.add_penalty_grad_(0.5)
+    torch.testing.assert_close(v, ref.detach())
+    for leaf, a in zip(leaves, auto):
+        torch.testing.assert_close(leaf.grad, 0.5 * a)
+
+
+@pytest.mark.parametrize("case", [("linear", "weight_norm"), ("rnn", "orthogonal")], ids=lambda c: "-".join(c))
+def test_trained_embedding_on_parametrized_weight_fused_equals_autograd(case):
+    model, spec, name = build(case)
+    model.eval()
+    priors = rg.attach(model, trained_prior(), spec, generator=torch.Generator().manual_seed(2)).double()
+    leaves = originals(model) + list(priors.parameters())
+    auto = torch.autograd.grad(priors.penalty(), leaves)
+    for q in leaves:
+        q.grad = None
+    priors.add_penalty_grad_(2.0)
+    for leaf, a in zip(leaves, auto):
+        torch.testing.assert_close(leaf.grad, 2.0 * a)
+
+
+def test_parametrized_weight_named_by_its_originals_or_layer():
+    model, _, _ = _linear("weight_norm")
+    for alias in ("0.weight", "0.parametrizations.weight.original0", "0.parametrizations.weight.original1"):
+        assert [lay.name for lay in tg.find_targets(model, [alias])] == ["0.weight"]
+    assert tg.weight_names(model) == ["0.weight"]
+    assert [n for n, _, _ in tg.default_weights(model)] == ["0.weight"]
+    with pytest.raises(ValueError, match="stored_parameters"):
+        tg.stored_parameter(model, "0.weight")
+    assert len(tg.stored_parameters(model, "0.weight")) == 2
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c))
+def test_gmp_prunes_parametrized_weight_exactly_through_training(case):
+    model, spec, name = build(case)
+    gmp = pruning.GradualMagnitudePruning(model, 0.5, 2, targets=spec)
+    assert gmp.names == [name]
+    gmp.step()
+    gmp.step()
+    owner, attr = tg.resolve(model, name)
+    mask = tg.mask_of(model, name)
+    assert isinstance(owner.parametrizations[attr][-1], tg.PruningMask)
+    n = mask.numel()
+    assert int((mask == 0).sum()) == round(0.5 * n)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x = torch.randn(7, 3, 6 if spec == "linear" else 4, dtype=torch.double)
+    for _ in range(5):
+        opt.zero_grad()
+        out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.pow(2).sum().backward()
+        opt.step()
+        w = getattr(owner, attr)
+        assert bool((w[mask == 0] == 0).all())
+        assert int((w == 0).sum()) >= round(0.5 * n)
+    assert pruning.sparsity(model, [name]) == pytest.approx(round(0.5 * n) / n)
+    # a prior attached after pruning sees the masked weight
+    priors = rg.attach(model, fixed_prior(), spec)
+    torch.testing.assert_close(priors.penalty(), reference(priors.terms[name]))
+
+
+def test_parametrized_masks_save_and_restore():
+    model, spec, name = _linear("weight_norm")
+    gmp = pruning.GradualMagnitudePruning(model, 0.6, 1, targets=spec)
+    gmp.step()
+    saved, state = pruning.masks(model), copy.deepcopy(model.state_dict())
+    assert any(k.endswith(".mask") for k in state)
+    other, _, _ = _linear("weight_norm")
+    pruning.restore_masks(other, saved)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other[0].weight, model[0].weight)
+    with pytest.raises(ValueError, match="shape"):
+        pruning.restore_masks(_linear("weight_norm")[0], {name: torch.ones(3, 3)})
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "orthogonal"])
+def test_lottery_reset_of_parametrized_weight(kind):
+    model, spec, name = _linear(kind)
+    initial = copy.deepcopy(model.state_dict())
+    gmp = pruning.GradualMagnitudePruning(model, 0.5, 1, targets=spec)
+    gmp.step()
+    mask = tg.mask_of(model, name).clone()
+    with torch.no_grad():
+        for p in originals(model):
+            p.add_(1.0)
+    before = model[0].weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "kept their weights" warning for the parametrization
+        pruning.lottery_reset(model, "reinit", seed=3)
+    after = model[0].weight.detach()
+    assert torch.equal(tg.mask_of(model, name), mask)
+    assert bool((after[mask == 0] == 0).all())
+    assert not torch.allclose(after, before)
+    if kind == "orthogonal":  # the constraint holds for the weight before the mask
+        q = model[0].parametrizations.weight[0](model[0].parametrizations.weight.original)
+        torch.testing.assert_close(q @ q.T, torch.eye(6, dtype=torch.double))
+    # rewind: back to the initial originals, the mask kept
+    pruning.lottery_reset(model, "rewind", initial)
+    fresh, _, _ = _linear(kind)
+    fresh.load_state_dict(initial)
+    torch.testing.assert_close(model[0].weight, fresh[0].weight * mask)
+    assert torch.equal(tg.mask_of(model, name), mask)
+
+
+def test_finalize_parametrized_weight():
+    model, spec, name = _linear("spectral_norm")
+    pruning.GradualMagnitudePruning(model, 0.5, 1, targets=spec).step()
+    model.eval()
+    w = model[0].weight.detach().clone()
+    saved = tg.finalize_pruning(model)
+    assert list(saved) == [name]
+    assert not parametrize.is_parametrized(model[0])
+    assert isinstance(model[0].weight, nn.Parameter)
+    torch.testing.assert_close(model[0].weight.detach(), w)
+    assert int((model[0].weight == 0).sum()) == 15
+
+
+def test_finalize_weight_norm_gives_a_parameter_and_spares_copies():
+    model, spec, name = _linear("weight_norm")
+    pruning.GradualMagnitudePruning(model, 0.5, 1, targets=spec).step()
+    twin = copy.deepcopy(model)  # shares torch's generated class with model
+    with torch.no_grad():
+        w = model[0].weight.clone()
+    tg.finalize_pruning(model)
+    assert "weight" in model[0]._parameters and model[0].weight.requires_grad
+    torch.testing.assert_close(model[0].weight.detach(), w)
+    torch.testing.assert_close(twin[0].weight.detach(), w)  # the copy still computes its weight
+    assert parametrize.is_parametrized(twin[0], "weight")

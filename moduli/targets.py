@@ -34,12 +34,32 @@ Neuron layouts found by :func:`find_targets`
 - ``nn.Linear``: rows are output units, columns input units, one group each.
 - ``nn.Conv1d/2d/3d``: rows are output channels, columns input channels; the
   penalty uses the L2 norm of each kernel slice.
+- ``nn.MultiheadAttention`` (kind ``"attention"``): the packed
+  ``in_proj_weight`` ``[3E, E]`` has 3 blocks (q, k, v) of ``E`` rows, the
+  attention units, ordered by head (head ``h`` owns rows ``h * E / heads`` to
+  ``(h + 1) * E / heads - 1`` of each block). One embedding of the ``E``
+  units (group ``"<module>.heads"``) serves the three blocks, as gate blocks
+  share one; the ``E`` input columns are group ``"<module>.in"``.
+  ``out_proj.weight`` reads the same units: its columns are group
+  ``"<module>.heads"``. With ``kdim``/``vdim`` set, ``q/k/v_proj_weight``
+  map groups ``"<module>.in"``, ``"<module>.key_in"``, ``"<module>.value_in"``
+  to ``"<module>.heads"``.
+
+Parametrized weights
+--------------------
+A weight registered with ``torch.nn.utils.parametrize`` (weight norm,
+spectral norm, orthogonal, or a constraint of your own) is a target by the
+layer's attribute (``"0.weight"``; ``"0.parametrizations.weight.original"``
+is accepted as an alias): :func:`effective_weight` is the weight the layer
+computes with, gradients reach the parametrization's originals through it,
+and :func:`install_mask` prunes it with a :class:`PruningMask` appended to
+its chain.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -55,7 +75,7 @@ __all__ = [
     "finalize_pruning", "plain_state", "effective_from_state", "sparsity", "module_device_dtype",
 ]
 
-KINDS = ("recurrent", "linear", "conv")
+KINDS = ("recurrent", "linear", "conv", "attention")
 
 #: What ``attach(..., targets=...)`` accepts: a kind, a list of kinds and/or
 #: parameter names, or a predicate ``(name, weight) -> bool``.
@@ -581,11 +601,15 @@ def default_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 
     Every parameter whose name starts with ``weight`` and that has at least
     two dimensions (``nn.Linear``, ``nn.Conv*``, ``weight_ih``/``weight_hh``
-    of RNN/LSTM/GRU layers and cells, ...), excluding embedding tables and
-    normalization layers. Pruning acts on these by default.
+    of RNN/LSTM/GRU layers and cells, ...), and the input projections of
+    ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``),
+    excluding embedding tables and normalization layers. Pruning acts on
+    these by default; weights registered with ``torch.nn.utils.parametrize``
+    count by the layer's attribute (``"0.weight"``).
     """
     return [(e.name, e.module, e.attr) for e in _weights(model)
-            if e.attr.startswith("weight") and e.parameter.ndim >= 2 and not isinstance(e.module, _SKIP)]
+            if (e.attr.startswith("weight") or (isinstance(e.module, nn.MultiheadAttention) and e.attr in _ATTENTION))
+            and e.parameter.ndim >= 2 and not isinstance(e.module, _SKIP)]
 
 
 def sparsity(weights: Any, names: Optional[Iterable[str]] = None) -> float:
@@ -649,6 +673,14 @@ _HH = re.compile(r"^weight_hh_l(\d+)(_reverse)?$")
 _IH = re.compile(r"^weight_ih_l(\d+)(_reverse)?$")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CELLS = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
+_QKV = {"q_proj_weight": "in", "k_proj_weight": "key_in", "v_proj_weight": "value_in"}
+_ATTENTION = ("in_proj_weight",) + tuple(_QKV)
+
+
+def _attention_out_projs(model: nn.Module) -> dict[int, str]:
+    """``{id(out_proj): prefix}`` of every ``nn.MultiheadAttention`` in ``model``."""
+    return {id(m.out_proj): f"{name}." if name else "" for name, m in model.named_modules()
+            if isinstance(m, nn.MultiheadAttention) and isinstance(m.out_proj, nn.Linear)}
 
 
 def _layout(entry: WeightEntry) -> Optional[TargetLayout]:
@@ -679,6 +711,15 @@ def _layout(entry: WeightEntry) -> Optional[TargetLayout]:
         if attr == "weight_ih":
             return TargetLayout(name, "linear", shape, h, shape[1], f"{prefix}hidden", f"{name}.in",
                                 blocks=blocks)
+    if isinstance(module, nn.MultiheadAttention):
+        # rows: (block q/k/v, head, head_dim); one embedding of the embed_dim attention units
+        # (head h owns units h * head_dim ... (h + 1) * head_dim - 1), shared by the q, k and v
+        # blocks and read by out_proj's columns
+        units = f"{prefix}heads"
+        if attr == "in_proj_weight":
+            return TargetLayout(name, "linear", shape, module.embed_dim, shape[1], units, f"{prefix}in", blocks=3)
+        if attr in _QKV:
+            return TargetLayout(name, "linear", shape, module.embed_dim, shape[1], units, prefix + _QKV[attr])
     if isinstance(module, nn.Linear) and attr == "weight":
         return TargetLayout(name, "linear", shape, shape[0], shape[1], f"{prefix}out", f"{prefix}in")
     if isinstance(module, _CONV) and attr == "weight":
@@ -703,6 +744,8 @@ def _kind_matches(kind: str, module: nn.Module, layout: Optional[TargetLayout]) 
         return isinstance(module, nn.Linear) and layout.name.endswith("weight")
     if kind == "conv":
         return isinstance(module, _CONV) and layout.name.endswith("weight")
+    if kind == "attention":
+        return isinstance(module, nn.MultiheadAttention) and layout.name.rpartition(".")[2] in _ATTENTION
     return False
 
 
@@ -717,9 +760,11 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
     ----------
     model : nn.Module
     targets : str, list of str, or callable
-        ``"recurrent"``, ``"linear"``, ``"conv"``, a list of those kinds and/or
-        parameter names (``"<name>_orig"`` of a pruned weight is accepted
-        too), or a predicate ``(name, weight) -> bool`` called on every
+        ``"recurrent"``, ``"linear"``, ``"conv"``, ``"attention"`` (the input
+        projections of ``nn.MultiheadAttention``; ``out_proj`` is an
+        ``nn.Linear``, chosen by ``"linear"``), a list of those kinds and/or
+        parameter names (``"<name>_orig"`` of a pruned weight and the
+        originals of a parametrized weight are accepted too), or a predicate ``(name, weight) -> bool`` called on every
         parameter with at least two dimensions.
 
     Raises
@@ -732,7 +777,14 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    layouts = [(_layout(e), e) for e in _weights(model)]
+    out_projs = _attention_out_projs(model)
+    layouts = []
+    for e in _weights(model):
+        lay = _layout(e)
+        if lay is not None and id(e.module) in out_projs and e.attr == "weight":
+            # out_proj's columns are the attention units (the heads' concatenated values)
+            lay = replace(lay, in_group=f"{out_projs[id(e.module)]}heads")
+        layouts.append((lay, e))
     by_name = {e.name: (lay, e) for lay, e in layouts}
     aliases = {}
     for _, e in layouts:
@@ -761,7 +813,7 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
         targets_list, single = list(targets), False
     else:
         raise TypeError(
-            "targets must be 'recurrent', 'linear', 'conv', a non-empty list of those and/or "
+            "targets must be 'recurrent', 'linear', 'conv', 'attention', a non-empty list of those and/or "
             f"parameter names, or a predicate (name, weight) -> bool; got {targets!r}"
         )
     for t in targets_list:

@@ -1,6 +1,7 @@
 """Layers users have: parametrized weights, nn.MultiheadAttention, tied consecutive layers."""
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -208,3 +209,78 @@ def test_finalize_weight_norm_gives_a_parameter_and_spares_copies():
     torch.testing.assert_close(model[0].weight.detach(), w)
     torch.testing.assert_close(twin[0].weight.detach(), w)  # the copy still computes its weight
     assert parametrize.is_parametrized(twin[0], "weight")
+
+
+# ------------------------------------------------------------ nn.MultiheadAttention
+def _torus_dist(a, b, period=10.0):
+    total = 0.0
+    for x, y in zip(a.tolist(), b.tolist()):
+        t = abs(x - y) % period
+        total += min(t, period - t) ** 2
+    return total ** 0.5
+
+
+def _dog(d, c=1.0, s1=0.5, s2=5 ** 0.5):
+    """The difference of Gaussians inhibitor's formula (defaults of rg.DifferenceOfGaussians)."""
+    return c - c * (math.exp(-d * d / s2 ** 2) - math.exp(-d * d / s1 ** 2))
+
+
+def _hand_term(weight, p_rows, p_cols, blocks=1):
+    n = p_rows.shape[0]
+    total = 0.0
+    for r in range(weight.shape[0]):
+        for j in range(weight.shape[1]):
+            total += _dog(_torus_dist(p_rows[r % n], p_cols[j])) * abs(float(weight[r, j].detach()))
+    return total
+
+
+def test_attention_layout_packed_in_proj_penalty_by_hand():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(4, 2).double()
+    layouts = {lay.name: lay for lay in tg.find_targets(mha, "attention")}
+    assert list(layouts) == ["in_proj_weight"]
+    lay = layouts["in_proj_weight"]
+    assert (lay.blocks, lay.n_out, lay.n_in, lay.out_group, lay.in_group) == (3, 4, 4, "heads", "in")
+    g = torch.Generator().manual_seed(5)
+    pts = {k: TORUS.random_uniform(4, generator=g, dtype=torch.double) for k in ("heads", "in", "out_proj.out")}
+    priors = rg.attach(mha, fixed_prior(), ["attention", "linear"], points=pts)
+    assert list(priors.terms) == ["in_proj_weight", "out_proj.weight"]
+    assert priors.terms["out_proj.weight"].layout.in_group == "heads"
+    assert set(priors.embeddings) == {"heads", "in", "out_proj.out"}
+    # the attention units are one embedding: out_proj's columns are in_proj's rows
+    assert priors.terms["out_proj.weight"]._emb_in is priors.terms["in_proj_weight"]._emb_out
+    d = dict(mha.named_parameters())
+    ref = _hand_term(d["in_proj_weight"], pts["heads"], pts["in"], blocks=3) + \
+        _hand_term(d["out_proj.weight"], pts["out_proj.out"], pts["heads"])
+    assert float(priors.penalty().detach()) == pytest.approx(ref, rel=1e-10)
+
+
+def test_attention_layout_separate_projections():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.MultiheadAttention(4, 2, kdim=3, vdim=5)).double()
+    lays = {lay.name: lay for lay in tg.find_targets(model, "attention")}
+    assert {n: (l.n_out, l.n_in, l.out_group, l.in_group) for n, l in lays.items()} == {
+        "0.q_proj_weight": (4, 4, "0.heads", "0.in"),
+        "0.k_proj_weight": (4, 3, "0.heads", "0.key_in"),
+        "0.v_proj_weight": (4, 5, "0.heads", "0.value_in"),
+    }
+    priors = rg.attach(model, fixed_prior(), "attention")
+    torch.testing.assert_close(priors.penalty(), sum(reference(t) for t in priors.terms.values()))
+
+
+def test_gmp_default_prunes_attention_projections():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2)
+    gmp = pruning.GradualMagnitudePruning(mha, 0.5, 1, scope="tensor")
+    assert gmp.names == ["in_proj_weight", "out_proj.weight"]
+    gmp.step()
+    opt = torch.optim.SGD(mha.parameters(), lr=0.1)
+    x = torch.randn(5, 3, 8)
+    for _ in range(3):
+        opt.zero_grad()
+        mha(x, x, x)[0].pow(2).sum().backward()
+        opt.step()
+    mask = tg.mask_of(mha, "in_proj_weight")
+    assert int((mask == 0).sum()) == 96
+    assert bool((mha.in_proj_weight[mask == 0] == 0).all())
+    assert pruning.sparsity(mha) == pytest.approx(0.5)

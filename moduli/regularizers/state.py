@@ -50,11 +50,16 @@ def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent",
         embedding per layer and direction shared by the gate blocks),
         ``"linear"`` (``nn.Linear`` weights, one embedding for the inputs and
         one for the outputs of each layer), ``"conv"`` (``nn.Conv1d/2d/3d``
-        weights, channels embedded, L2 norm per kernel slice), a list of
-        those kinds and/or parameter names (as in ``model.named_parameters()``;
+        weights, channels embedded, L2 norm per kernel slice), ``"attention"``
+        (``in_proj_weight`` of ``nn.MultiheadAttention``: q/k/v blocks of the
+        attention units, one embedding shared with ``out_proj``'s columns), a
+        list of those kinds and/or parameter names (as in ``model.named_parameters()``;
         ``"<name>_orig"`` of a pruned weight is accepted too), or a predicate
         ``(name, weight) -> bool`` called on every parameter with at least two
-        dimensions (biases are never targets). See :func:`moduli.targets.find_targets`.
+        dimensions (biases are never targets). A weight registered with
+        ``torch.nn.utils.parametrize`` is named by the layer's attribute
+        (``"0.weight"``) and penalised as the layer computes it. See
+        :func:`moduli.targets.find_targets`.
     points : dict, optional
         Embeddings to use instead of random ones: keys are neuron groups
         (``priors.embeddings``) or target names; values are tensors of shape

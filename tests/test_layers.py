@@ -284,3 +284,72 @@ def test_gmp_default_prunes_attention_projections():
     assert int((mask == 0).sum()) == 96
     assert bool((mha.in_proj_weight[mask == 0] == 0).all())
     assert pruning.sparsity(mha) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------ tied consecutive layers
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.Dropout(0.1), nn.Linear(4, 2)).double()
+
+
+def _mlp_points(seed=7):
+    g = torch.Generator().manual_seed(seed)
+    return {k: TORUS.random_uniform(n, generator=g, dtype=torch.double)
+            for k, n in (("0.in", 3), ("0.out", 5), ("2.out", 4), ("4.out", 2))}
+
+
+def test_tie_consecutive_shares_one_embedding():
+    model = _mlp()
+    tied = rg.attach(model, fixed_prior(), "linear", tie="consecutive", points=_mlp_points())
+    assert set(tied.embeddings) == {"0.in", "0.out", "2.out", "4.out"}
+    t = tied.terms
+    assert t["0.weight"]._emb_out is t["2.weight"]._emb_in
+    assert t["2.weight"]._emb_out is t["4.weight"]._emb_in
+    assert t["2.weight"].layout.in_group == "0.out"
+    untied_pts = dict(_mlp_points(), **{"2.in": _mlp_points()["0.out"], "4.in": _mlp_points()["2.out"]})
+    untied = rg.attach(model, fixed_prior(), "linear", points=untied_pts)
+    assert len(untied.embeddings) == 6
+    torch.testing.assert_close(tied.penalty(), untied.penalty())
+    # default off
+    assert rg.attach(model, fixed_prior(), "linear").terms["2.weight"].layout.in_group == "2.in"
+    # points under the second layer's name reach the tied group
+    by_second = rg.attach(model, fixed_prior(), "linear", tie="consecutive",
+                          points={"2.in": _mlp_points()["0.out"]})
+    torch.testing.assert_close(by_second.embeddings["0.out"].points, _mlp_points()["0.out"])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_tie_consecutive_trained_gradient_is_sum_of_both_terms(fused):
+    model = _mlp()
+    tied = rg.attach(model, trained_prior(), "linear", tie="consecutive", points=_mlp_points())
+    untied_pts = dict(_mlp_points(), **{"2.in": _mlp_points()["0.out"], "4.in": _mlp_points()["2.out"]})
+    untied = rg.attach(model, trained_prior(), "linear", points=untied_pts)
+    for ps in (tied, untied):
+        ps.zero_grad()
+        if fused:
+            ps.add_penalty_grad_(1.0)
+        else:
+            ps.penalty().backward()
+    u = {k: e.u.grad for k, e in untied.embeddings.items()}
+    for k, e in tied.embeddings.items():
+        assert e.u.grad is not None
+    torch.testing.assert_close(tied.embeddings["0.out"].u.grad, u["0.out"] + u["2.in"])
+    torch.testing.assert_close(tied.embeddings["2.out"].u.grad, u["2.out"] + u["4.in"])
+    torch.testing.assert_close(tied.embeddings["0.in"].u.grad, u["0.in"])
+    assert float(u["2.in"].abs().sum()) > 0
+
+
+def test_tie_consecutive_refuses_what_it_cannot_tie():
+    with pytest.raises(ValueError, match="tie must be"):
+        rg.attach(_mlp(), fixed_prior(), "linear", tie="all")
+    with pytest.raises(ValueError, match="no two consecutive"):
+        rg.attach(nn.Sequential(nn.Linear(3, 4)), fixed_prior(), "linear", tie="consecutive")
+    broken = nn.Sequential(nn.Linear(3, 4), nn.Conv1d(1, 1, 1), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="no two consecutive"):  # a layer with weights breaks the chain
+        rg.attach(broken, fixed_prior(), "linear", tie="consecutive")
+    misfit = nn.Sequential(nn.Linear(3, 4), nn.Flatten(), nn.Linear(6, 2))
+    with pytest.raises(ValueError, match="cannot be the same neurons"):
+        rg.attach(misfit, fixed_prior(), "linear", tie="consecutive")
+    with pytest.raises(ValueError, match="one neuron group"):
+        rg.attach(_mlp(), fixed_prior(), "linear", tie="consecutive",
+                  points={"0.out": _mlp_points()["0.out"], "2.in": _mlp_points()["0.out"]})

@@ -31,7 +31,7 @@ __all__ = ["attach", "PriorSet", "Term", "NeuronEmbedding"]
 
 
 def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent", *, points: Optional[dict] = None,
-           generator: Optional[torch.Generator] = None) -> "PriorSet":
+           generator: Optional[torch.Generator] = None, tie: Optional[str] = None) -> "PriorSet":
     """Apply a prior to the target weights of a model; return the prior set.
 
     The model is not modified (same class, same ``state_dict`` keys). The
@@ -67,6 +67,16 @@ def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent",
         target whose rows and columns are different neurons).
     generator : torch.Generator, optional
         Seeds the random embeddings (and the shuffled permutation).
+    tie : {None, "consecutive"}
+        ``None`` (default): every layer has its own input and output neuron
+        groups. ``"consecutive"``: in every ``nn.Sequential``, an ``nn.Linear``
+        target and the next ``nn.Linear`` target, with only parameter-free
+        modules (activations, dropout) or normalization layers between them,
+        share neurons -- the output neurons of the first and the input
+        neurons of the second are one embedding (one set of points; trained
+        points get the gradients of both terms). The tied group keeps the
+        first layer's name (``"0.out"``); ``points`` keyed by the second's
+        (``"2.in"``) go to it.
 
     Returns
     -------
@@ -87,7 +97,71 @@ def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent",
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be a moduli.regularizers.Prior (ModuliPrior, L1Prior, ShuffledPrior or a "
                         f"subclass of your own); got {type(prior).__name__}")
-    return PriorSet(model, prior, tg.find_targets(model, targets), points=points, generator=generator)
+    layouts = tg.find_targets(model, targets)
+    if tie is not None:
+        if tie != "consecutive":
+            raise ValueError(f"tie must be None or 'consecutive'; got {tie!r}")
+        layouts, alias = _tie_consecutive(model, layouts)
+        if points is not None and isinstance(points, dict):
+            renamed = {}
+            for key, value in points.items():
+                group = alias.get(key, key)
+                if group in renamed:
+                    raise ValueError(f"points has keys for both {group!r} and {key!r}, which tie='consecutive' "
+                                     "makes one neuron group; give one of them")
+                renamed[group] = value
+            points = renamed
+    return PriorSet(model, prior, layouts, points=points, generator=generator)
+
+
+_CHAIN_KEEPS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _tie_consecutive(model: nn.Module, layouts: list) -> tuple[list, dict]:
+    """Layouts with the output group of each ``nn.Linear`` target and the input group of the next
+    one in an ``nn.Sequential`` made one; and ``{merged-away group: its new name}``."""
+    from dataclasses import replace
+
+    linear = {}
+    for lay in layouts:
+        module, attr = tg.resolve(model, lay.name)
+        if isinstance(module, nn.Linear) and attr == "weight" and lay.blocks == 1:
+            linear[id(module)] = lay
+    alias: dict[str, str] = {}
+
+    def find(group: str) -> str:
+        while group in alias:
+            group = alias[group]
+        return group
+
+    pairs = 0
+    for seq_name, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        prev = None
+        for child in seq.children():
+            lay = linear.get(id(child))
+            if lay is not None:
+                if prev is not None:
+                    if prev.n_out != lay.n_in:
+                        raise ValueError(
+                            f"tie='consecutive': {prev.name} has {prev.n_out} output neurons but the next Linear "
+                            f"target {lay.name} has {lay.n_in} inputs; they cannot be the same neurons (pass tie=None, "
+                            "or choose targets=)")
+                    a, b = find(prev.out_group), find(lay.in_group)
+                    if a != b:
+                        alias[b] = a
+                    pairs += 1
+                prev = lay
+            elif any(True for _ in child.parameters()) and not isinstance(child, _CHAIN_KEEPS):
+                prev = None  # a layer with weights of its own (not a target) breaks the chain
+    if pairs == 0:
+        raise ValueError("tie='consecutive' found no two consecutive nn.Linear targets in an nn.Sequential of the "
+                         "model (targets: " + ", ".join(lay.name for lay in layouts) + ")")
+    flat = {g: find(g) for g in alias}
+    out = [replace(lay, out_group=flat.get(lay.out_group, lay.out_group),
+                   in_group=flat.get(lay.in_group, lay.in_group)) for lay in layouts]
+    return out, flat
 
 
 def _key(name: str) -> str:

@@ -353,3 +353,17 @@ def test_tie_consecutive_refuses_what_it_cannot_tie():
     with pytest.raises(ValueError, match="one neuron group"):
         rg.attach(_mlp(), fixed_prior(), "linear", tie="consecutive",
                   points={"0.out": _mlp_points()["0.out"], "2.in": _mlp_points()["0.out"]})
+
+
+def test_sparsify_leaves_a_parametrized_model_alone():
+    from moduli import sparse
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2))
+    P.orthogonal(model[0])
+    pruning.GradualMagnitudePruning(model, 0.5, 1, targets=["0.weight"]).step()
+    before = model[0].weight.detach().clone()
+    out = sparse.sparsify(model, layout="dense")
+    torch.testing.assert_close(model[0].weight.detach(), before, rtol=0, atol=0)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(out(x), model(x))

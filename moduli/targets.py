@@ -34,26 +34,48 @@ Neuron layouts found by :func:`find_targets`
 - ``nn.Linear``: rows are output units, columns input units, one group each.
 - ``nn.Conv1d/2d/3d``: rows are output channels, columns input channels; the
   penalty uses the L2 norm of each kernel slice.
+- ``nn.MultiheadAttention`` (kind ``"attention"``): the packed
+  ``in_proj_weight`` ``[3E, E]`` has 3 blocks (q, k, v) of ``E`` rows, the
+  attention units, ordered by head (head ``h`` owns rows ``h * E / heads`` to
+  ``(h + 1) * E / heads - 1`` of each block). One embedding of the ``E``
+  units (group ``"<module>.heads"``) serves the three blocks, as gate blocks
+  share one; the ``E`` input columns are group ``"<module>.in"``.
+  ``out_proj.weight`` reads the same units: its columns are group
+  ``"<module>.heads"``. With ``kdim``/``vdim`` set, ``q/k/v_proj_weight``
+  map groups ``"<module>.in"``, ``"<module>.key_in"``, ``"<module>.value_in"``
+  to ``"<module>.heads"``.
+
+Parametrized weights
+--------------------
+A weight registered with ``torch.nn.utils.parametrize`` (weight norm,
+spectral norm, orthogonal, or a constraint of your own) is a target by the
+layer's attribute (``"0.weight"``; ``"0.parametrizations.weight.original"``
+is accepted as an alias): :func:`effective_weight` is the weight the layer
+computes with, gradients reach the parametrization's originals through it,
+and :func:`install_mask` prunes it with a :class:`PruningMask` appended to
+its chain.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize as _pz
 from torch.nn.utils import prune
 
 __all__ = [
     "KINDS", "TargetSpec", "TargetLayout", "WeightEntry", "find_targets", "weight_entries", "weight_names",
-    "resolve", "effective_weight", "stored_parameter", "is_pruned", "mask_of", "pruned_weights",
+    "resolve", "effective_weight", "stored_parameter", "stored_parameters", "weight_shape", "is_pruned",
+    "is_parametrized", "PruningMask", "remove_parametrizations", "mask_of", "pruned_weights",
     "install_mask", "reapply_mask", "masks", "restore_masks", "direct_parameters", "strip_pruning",
     "finalize_pruning", "plain_state", "effective_from_state", "sparsity", "module_device_dtype",
 ]
 
-KINDS = ("recurrent", "linear", "conv")
+KINDS = ("recurrent", "linear", "conv", "attention")
 
 #: What ``attach(..., targets=...)`` accepts: a kind, a list of kinds and/or
 #: parameter names, or a predicate ``(name, weight) -> bool``.
@@ -141,39 +163,129 @@ def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
     return resolve(module, name)
 
 
-def _pruned(owner: nn.Module, attr: str) -> bool:
-    """:func:`is_pruned` for an attribute of ``owner`` itself (no name resolution)."""
+class PruningMask(nn.Module):
+    """The pruning mask of a parametrized weight: a parametrization ``X -> X * mask``.
+
+    :func:`install_mask` appends it to the chain of a weight registered with
+    ``torch.nn.utils.parametrize`` (weight norm, spectral norm, orthogonal,
+    ...), so the mask applies to the weight the layer computes with. The mask
+    is the buffer ``mask`` (saved in the model's ``state_dict`` as
+    ``<module>.parametrizations.<attr>.<index>.mask``). Assigning to the
+    weight passes the value through unchanged (``right_inverse`` is the
+    identity): the parametrizations before it receive it.
+    """
+
+    def __init__(self, mask: Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, X: Tensor) -> Tensor:
+        return X * self.mask
+
+    def right_inverse(self, X: Tensor) -> Tensor:
+        return X
+
+
+def _parametrized(owner: nn.Module, attr: str) -> bool:
+    return _pz.is_parametrized(owner, attr)
+
+
+def _mask_module(owner: nn.Module, attr: str) -> Optional[PruningMask]:
+    """The :class:`PruningMask` in the parametrization chain of ``attr``, or None."""
+    if not _parametrized(owner, attr):
+        return None
+    for p in owner.parametrizations[attr]:
+        if isinstance(p, PruningMask):
+            return p
+    return None
+
+
+def _torch_pruned(owner: nn.Module, attr: str) -> bool:
+    """Reparametrized by ``torch.nn.utils.prune`` (``attr_orig`` and ``attr_mask``)."""
     return (attr + _ORIG) in owner._parameters and (attr + _MASK) in owner._buffers
 
 
+def _pruned(owner: nn.Module, attr: str) -> bool:
+    """:func:`is_pruned` for an attribute of ``owner`` itself (no name resolution)."""
+    return _torch_pruned(owner, attr) or _mask_module(owner, attr) is not None
+
+
 def is_pruned(module: nn.Module, name: str) -> bool:
-    """Whether ``name`` is reparametrized by ``torch.nn.utils.prune`` (``name_orig`` and ``name_mask``)."""
+    """Whether ``name`` has a pruning mask: ``torch.nn.utils.prune``'s ``name_orig`` and
+    ``name_mask``, or a :class:`PruningMask` in its parametrization chain."""
     return _pruned(*_owner(module, name))
+
+
+def is_parametrized(module: nn.Module, name: str) -> bool:
+    """Whether ``name`` is computed by ``torch.nn.utils.parametrize`` (weight norm, spectral norm, ...)."""
+    return _parametrized(*_owner(module, name))
 
 
 def mask_of(module: nn.Module, name: str) -> Optional[Tensor]:
     """The pruning mask buffer of ``name`` (the live buffer, not a copy), or None."""
     module, attr = _owner(module, name)
-    return module._buffers[attr + _MASK] if _pruned(module, attr) else None
+    if _torch_pruned(module, attr):
+        return module._buffers[attr + _MASK]
+    pm = _mask_module(module, attr)
+    return None if pm is None else pm.mask
 
 
 def effective_weight(module: nn.Module, name: str) -> Tensor:
-    """The weight the layer computes with: ``orig * mask`` when pruned, else the parameter.
+    """The weight the layer computes with: ``orig * mask`` when pruned, the output of the
+    parametrization chain when parametrized (mask included), else the parameter.
 
-    Computed afresh at each call (never stale, differentiable in ``orig``).
+    Computed afresh at each call (never stale, differentiable in ``orig`` or in
+    the parametrization's originals).
     """
     module, attr = _owner(module, name)
-    if _pruned(module, attr):
+    if _torch_pruned(module, attr):
         return module._parameters[attr + _ORIG] * module._buffers[attr + _MASK]
+    if _parametrized(module, attr):
+        return getattr(module, attr)
     return module._parameters[attr]
+
+
+def stored_parameters(module: nn.Module, name: str) -> tuple:
+    """Every leaf parameter behind ``name``: ``(name_orig,)`` when pruned, the originals of a
+    parametrization (``(original,)``, or ``(original0, original1)`` for weight norm), else ``(name,)``."""
+    module, attr = _owner(module, name)
+    if _parametrized(module, attr):
+        plist = module.parametrizations[attr]
+        if "original" in plist._parameters:
+            return (plist.original,)
+        return tuple(p for key, p in sorted(plist._parameters.items()) if key.startswith("original"))
+    return (stored_parameter(module, attr),)
 
 
 def stored_parameter(module: nn.Module, name: str) -> nn.Parameter:
-    """The leaf parameter behind ``name`` (``name_orig`` when pruned): what optimizers update."""
+    """The leaf parameter behind ``name`` (``name_orig`` when pruned, ``.original`` of a
+    parametrized weight): what optimizers update.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is parametrized from several tensors (weight norm's
+        ``original0`` and ``original1``): use :func:`stored_parameters`.
+    """
     module, attr = _owner(module, name)
-    if _pruned(module, attr):
+    if _torch_pruned(module, attr):
         return module._parameters[attr + _ORIG]
+    if _parametrized(module, attr):
+        leaves = stored_parameters(module, attr)
+        if len(leaves) != 1:
+            raise ValueError(f"{attr} of {type(module).__name__} is parametrized from {len(leaves)} tensors "
+                             "(original0, original1, ...); use moduli.targets.stored_parameters")
+        return leaves[0]
     return module._parameters[attr]
+
+
+def weight_shape(module: nn.Module, name: str) -> tuple:
+    """The shape of the weight the layer computes with (of a parametrization's output when parametrized)."""
+    module, attr = _owner(module, name)
+    if _parametrized(module, attr):
+        with torch.no_grad():
+            return tuple(getattr(module, attr).shape)
+    return tuple(stored_parameter(module, attr).shape)
 
 
 def resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -189,7 +301,7 @@ def resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:
         module = model.get_submodule(mod_name) if mod_name else model
     except AttributeError:
         raise ValueError(f"{type(model).__name__} has no submodule {mod_name!r} (from {name!r})") from None
-    if attr not in module._parameters and not _pruned(module, attr):
+    if attr not in module._parameters and not _pruned(module, attr) and not _parametrized(module, attr):
         raise ValueError(f"{type(model).__name__} has no parameter {name!r}")
     return module, attr
 
@@ -204,7 +316,7 @@ def direct_parameters(module: nn.Module) -> list[tuple[str, str, Tensor]]:
         if param is None:
             continue
         base = pname[: -len(_ORIG)]
-        attr = base if pname.endswith(_ORIG) and _pruned(module, base) else pname
+        attr = base if pname.endswith(_ORIG) and _torch_pruned(module, base) else pname
         out.append((pname, attr, param))
     return out
 
@@ -222,20 +334,59 @@ def weight_entries(model: nn.Module) -> list[WeightEntry]:
     return out
 
 
+def _weights(model: nn.Module) -> list[WeightEntry]:
+    """The tensors layers compute with, once each: :func:`weight_entries` with every weight
+    registered with ``torch.nn.utils.parametrize`` listed as the layer's own (``"0.weight"``, its
+    ``parameter`` the parametrization's output, detached) instead of its originals
+    (``"0.parametrizations.weight.original"``)."""
+    seen: set[int] = set()
+    out = []
+    with torch.no_grad():
+        for mod_name, module in model.named_modules():
+            if isinstance(module, _pz.ParametrizationList):
+                continue
+            prefix = f"{mod_name}." if mod_name else ""
+            for _, attr, param in direct_parameters(module):
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    out.append(WeightEntry(prefix + attr, module, mod_name, attr, param))
+            if _pz.is_parametrized(module):
+                for attr, plist in module.parametrizations.items():
+                    if id(plist) not in seen:
+                        seen.add(id(plist))
+                        out.append(WeightEntry(prefix + attr, module, mod_name, attr, getattr(module, attr).detach()))
+    return out
+
+
+def _original_aliases(entry: WeightEntry) -> list[str]:
+    """The names of a parametrized weight's originals (``"0.parametrizations.weight.original"``...)."""
+    if not _parametrized(entry.module, entry.attr):
+        return []
+    prefix = f"{entry.module_name}." if entry.module_name else ""
+    plist = entry.module.parametrizations[entry.attr]
+    return [f"{prefix}parametrizations.{entry.attr}.{key}" for key in plist._parameters if key.startswith("original")]
+
+
 def weight_names(model: nn.Module) -> list[str]:
-    """Pruning-free names of every parameter with at least two dimensions (no biases)."""
-    return [e.name for e in weight_entries(model) if e.parameter.ndim >= 2]
+    """Pruning-free names of every weight with at least two dimensions (no biases); a weight
+    registered with ``torch.nn.utils.parametrize`` by the layer's attribute (``"0.weight"``)."""
+    return [e.name for e in _weights(model) if e.parameter.ndim >= 2]
 
 
 def pruned_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """Every weight reparametrized by ``torch.nn.utils.prune``: ``(name, module, attr)``."""
-    return [(e.name, e.module, e.attr) for e in weight_entries(model) if _pruned(e.module, e.attr)]
+    """Every weight with a pruning mask (:func:`is_pruned`): ``(name, module, attr)``."""
+    return [(e.name, e.module, e.attr) for e in _weights(model) if _pruned(e.module, e.attr)]
 
 
 @torch.no_grad()
 def reapply_mask(module: nn.Module, name: str) -> None:
-    """Zero the pruned entries of ``name_orig`` and recompute ``name = orig * mask``."""
+    """Zero the pruned entries of ``name_orig`` and recompute ``name = orig * mask``.
+
+    Nothing to do for a parametrized weight: its mask applies at every access.
+    """
     module, attr = _owner(module, name)
+    if not _torch_pruned(module, attr):
+        return
     orig, mask = module._parameters[attr + _ORIG], module._buffers[attr + _MASK]
     orig.mul_(mask)
     with torch.enable_grad():
@@ -250,7 +401,7 @@ def _recompute_out_proj(attention: nn.Module, args) -> None:
     never runs and the stale product would be backpropagated twice.
     """
     out = attention.out_proj
-    if _pruned(out, "weight"):
+    if _torch_pruned(out, "weight"):
         setattr(out, "weight", out._parameters["weight" + _ORIG] * out._buffers["weight" + _MASK])
 
 
@@ -272,9 +423,30 @@ def install_mask(module: nn.Module, name: str, mask: Tensor) -> None:
     when a parent module reads the weight directly (``out_proj.weight`` of
     ``nn.MultiheadAttention``): the parent then recomputes it before each
     forward as well.
+
+    A weight registered with ``torch.nn.utils.parametrize`` (weight norm,
+    spectral norm, orthogonal...) is pruned by appending a
+    :class:`PruningMask` to its parametrization chain instead: the layer
+    computes with ``parametrization(originals) * mask``, exactly zero where
+    the mask is zero whatever the optimizer does to the originals, which are
+    left unchanged (a constraint such as orthogonality then holds for the
+    weight before the mask, not after). Register every other
+    parametrization before pruning: one appended after the mask would act on
+    the masked weight.
     """
     owner, attr = _owner(module, name)
-    if _pruned(owner, attr):
+    if _parametrized(owner, attr):
+        pm = _mask_module(owner, attr)
+        shape = weight_shape(owner, attr)
+        if pm is not None:
+            pm.mask.mul_(mask.reshape(pm.mask.shape).to(device=pm.mask.device, dtype=pm.mask.dtype))
+        else:
+            ref = stored_parameters(owner, attr)[0]
+            dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+            _pz.register_parametrization(owner, attr, PruningMask(mask.reshape(shape).to(device=ref.device,
+                                                                                         dtype=dtype)))
+        return
+    if _torch_pruned(owner, attr):
         buf = owner._buffers[attr + _MASK]
         buf.mul_(mask.reshape(buf.shape).to(device=buf.device, dtype=buf.dtype))
     else:
@@ -287,7 +459,7 @@ def install_mask(module: nn.Module, name: str, mask: Tensor) -> None:
 def masks(model: nn.Module, names: Optional[Iterable[str]] = None) -> dict[str, Tensor]:
     """Copies of the pruning masks: ``{name: mask}`` for every pruned weight (or those of ``names``)."""
     if names is None:
-        return {name: module._buffers[attr + _MASK].detach().clone() for name, module, attr in pruned_weights(model)}
+        return {name: mask_of(module, attr).detach().clone() for name, module, attr in pruned_weights(model)}
     out = {}
     for name in names:
         m = mask_of(model, name)
@@ -306,17 +478,48 @@ def restore_masks(model: nn.Module, saved: dict[str, Tensor]) -> None:
     """
     for name, mask in saved.items():
         module, attr = resolve(model, name)
-        shape = tuple(stored_parameter(module, attr).shape)
+        shape = weight_shape(module, attr)
         if tuple(mask.shape) != shape:
             raise ValueError(f"mask of {name} has shape {tuple(mask.shape)}; the weight has shape {shape}")
         install_mask(model, name, mask)
 
 
+def remove_parametrizations(module: nn.Module, attr: str) -> None:
+    """``torch.nn.utils.parametrize.remove_parametrizations(module, attr, leave_parametrized=True)``,
+    leaving other instances of the module's parametrized class alone.
+
+    A deep copy of a parametrized module shares its generated class, from
+    which torch deletes the weight's property: the module first gets a class
+    of its own.
+    """
+    leaves = stored_parameters(module, attr)
+    as_parameter = all(isinstance(p, nn.Parameter) for p in leaves)
+    requires_grad = any(p.requires_grad for p in leaves)
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    with torch.enable_grad():  # under no_grad torch would store a weight of several originals as a buffer
+        _pz.remove_parametrizations(module, attr, leave_parametrized=True)
+    if as_parameter and attr in module._buffers:
+        value = module._buffers.pop(attr)
+        module.register_parameter(attr, nn.Parameter(value.detach(), requires_grad=requires_grad))
+
+
 def strip_pruning(module: nn.Module) -> nn.Module:
-    """Make the masks of ``module``'s own pruned weights permanent (``torch.nn.utils.prune.remove``)."""
+    """Make the masks of ``module``'s own pruned weights permanent (``torch.nn.utils.prune.remove``).
+
+    A parametrized weight with a :class:`PruningMask` loses its whole
+    parametrization chain (``torch.nn.utils.parametrize.remove_parametrizations``
+    with ``leave_parametrized=True``): it becomes a plain parameter holding
+    the weight the layer computed, exact zeros included; the constraint
+    (norm, orthogonality) is no longer enforced afterwards.
+    """
     for _, attr, _ in direct_parameters(module):
-        if _pruned(module, attr):
+        if _torch_pruned(module, attr):
             prune.remove(module, attr)
+    if _pz.is_parametrized(module):
+        for attr in list(module.parametrizations.keys()):
+            if _mask_module(module, attr) is not None:
+                remove_parametrizations(module, attr)
     return module
 
 
@@ -333,7 +536,7 @@ def finalize_pruning(model: nn.Module) -> dict[str, Tensor]:
     its module's parameters; ``load_state_dict`` goes by name).
     """
     saved = masks(model)
-    for owner in model.modules():
+    for owner in list(model.modules()):
         strip_pruning(owner)
         if isinstance(owner, nn.MultiheadAttention):
             for key, hook in list(owner._forward_pre_hooks.items()):
@@ -348,6 +551,8 @@ def plain_state(state: dict) -> dict:
     Every ``name_orig`` / ``name_mask`` pair becomes ``name = orig * mask``
     (exact zeros where the mask is zero); other entries are kept as they are.
     The result loads into an unpruned instance of the model's class.
+    Weights pruned through a parametrization (:class:`PruningMask`) are kept
+    as they are: the state loads into the parametrized model.
     """
     out = {}
     for key, value in state.items():
@@ -396,11 +601,15 @@ def default_weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 
     Every parameter whose name starts with ``weight`` and that has at least
     two dimensions (``nn.Linear``, ``nn.Conv*``, ``weight_ih``/``weight_hh``
-    of RNN/LSTM/GRU layers and cells, ...), excluding embedding tables and
-    normalization layers. Pruning acts on these by default.
+    of RNN/LSTM/GRU layers and cells, ...), and the input projections of
+    ``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight``),
+    excluding embedding tables and normalization layers. Pruning acts on
+    these by default; weights registered with ``torch.nn.utils.parametrize``
+    count by the layer's attribute (``"0.weight"``).
     """
-    return [(e.name, e.module, e.attr) for e in weight_entries(model)
-            if e.attr.startswith("weight") and e.parameter.ndim >= 2 and not isinstance(e.module, _SKIP)]
+    return [(e.name, e.module, e.attr) for e in _weights(model)
+            if (e.attr.startswith("weight") or (isinstance(e.module, nn.MultiheadAttention) and e.attr in _ATTENTION))
+            and e.parameter.ndim >= 2 and not isinstance(e.module, _SKIP)]
 
 
 def sparsity(weights: Any, names: Optional[Iterable[str]] = None) -> float:
@@ -464,6 +673,14 @@ _HH = re.compile(r"^weight_hh_l(\d+)(_reverse)?$")
 _IH = re.compile(r"^weight_ih_l(\d+)(_reverse)?$")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CELLS = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
+_QKV = {"q_proj_weight": "in", "k_proj_weight": "key_in", "v_proj_weight": "value_in"}
+_ATTENTION = ("in_proj_weight",) + tuple(_QKV)
+
+
+def _attention_out_projs(model: nn.Module) -> dict[int, str]:
+    """``{id(out_proj): prefix}`` of every ``nn.MultiheadAttention`` in ``model``."""
+    return {id(m.out_proj): f"{name}." if name else "" for name, m in model.named_modules()
+            if isinstance(m, nn.MultiheadAttention) and isinstance(m.out_proj, nn.Linear)}
 
 
 def _layout(entry: WeightEntry) -> Optional[TargetLayout]:
@@ -494,6 +711,15 @@ def _layout(entry: WeightEntry) -> Optional[TargetLayout]:
         if attr == "weight_ih":
             return TargetLayout(name, "linear", shape, h, shape[1], f"{prefix}hidden", f"{name}.in",
                                 blocks=blocks)
+    if isinstance(module, nn.MultiheadAttention):
+        # rows: (block q/k/v, head, head_dim); one embedding of the embed_dim attention units
+        # (head h owns units h * head_dim ... (h + 1) * head_dim - 1), shared by the q, k and v
+        # blocks and read by out_proj's columns
+        units = f"{prefix}heads"
+        if attr == "in_proj_weight":
+            return TargetLayout(name, "linear", shape, module.embed_dim, shape[1], units, f"{prefix}in", blocks=3)
+        if attr in _QKV:
+            return TargetLayout(name, "linear", shape, module.embed_dim, shape[1], units, prefix + _QKV[attr])
     if isinstance(module, nn.Linear) and attr == "weight":
         return TargetLayout(name, "linear", shape, shape[0], shape[1], f"{prefix}out", f"{prefix}in")
     if isinstance(module, _CONV) and attr == "weight":
@@ -518,6 +744,8 @@ def _kind_matches(kind: str, module: nn.Module, layout: Optional[TargetLayout]) 
         return isinstance(module, nn.Linear) and layout.name.endswith("weight")
     if kind == "conv":
         return isinstance(module, _CONV) and layout.name.endswith("weight")
+    if kind == "attention":
+        return isinstance(module, nn.MultiheadAttention) and layout.name.rpartition(".")[2] in _ATTENTION
     return False
 
 
@@ -532,9 +760,11 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
     ----------
     model : nn.Module
     targets : str, list of str, or callable
-        ``"recurrent"``, ``"linear"``, ``"conv"``, a list of those kinds and/or
-        parameter names (``"<name>_orig"`` of a pruned weight is accepted
-        too), or a predicate ``(name, weight) -> bool`` called on every
+        ``"recurrent"``, ``"linear"``, ``"conv"``, ``"attention"`` (the input
+        projections of ``nn.MultiheadAttention``; ``out_proj`` is an
+        ``nn.Linear``, chosen by ``"linear"``), a list of those kinds and/or
+        parameter names (``"<name>_orig"`` of a pruned weight and the
+        originals of a parametrized weight are accepted too), or a predicate ``(name, weight) -> bool`` called on every
         parameter with at least two dimensions.
 
     Raises
@@ -547,13 +777,22 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    layouts = [(_layout(e), e) for e in weight_entries(model)]
+    out_projs = _attention_out_projs(model)
+    layouts = []
+    for e in _weights(model):
+        lay = _layout(e)
+        if lay is not None and id(e.module) in out_projs and e.attr == "weight":
+            # out_proj's columns are the attention units (the heads' concatenated values)
+            lay = replace(lay, in_group=f"{out_projs[id(e.module)]}heads")
+        layouts.append((lay, e))
     by_name = {e.name: (lay, e) for lay, e in layouts}
     aliases = {}
     for _, e in layouts:
         aliases[e.name] = e.name
-        if _pruned(e.module, e.attr):
+        if _torch_pruned(e.module, e.attr):
             aliases[e.name + _ORIG] = e.name
+        for alias in _original_aliases(e):
+            aliases[alias] = e.name
     chosen: list[str] = []
 
     def add(name: str):
@@ -574,7 +813,7 @@ def find_targets(model: nn.Module, targets: TargetSpec = "recurrent") -> list[Ta
         targets_list, single = list(targets), False
     else:
         raise TypeError(
-            "targets must be 'recurrent', 'linear', 'conv', a non-empty list of those and/or "
+            "targets must be 'recurrent', 'linear', 'conv', 'attention', a non-empty list of those and/or "
             f"parameter names, or a predicate (name, weight) -> bool; got {targets!r}"
         )
     for t in targets_list:

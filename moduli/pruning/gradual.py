@@ -157,7 +157,7 @@ class GradualMagnitudePruning:
         self.orders = {}
         if order is not None and self.block is None:
             raise ValueError("order= is only used together with block=")
-        shapes = [tuple(tg.stored_parameter(m, a).shape) for _, m, a in self.entries]
+        shapes = [tg.weight_shape(m, a) for _, m, a in self.entries]
         if self.block is not None:
             br, bc = self.block
             for (name, _, _), shape in zip(self.entries, shapes):
@@ -223,12 +223,12 @@ class GradualMagnitudePruning:
             masks = [_lowest_mask(s, round(fraction * s.numel())) for s in scores]
         for (name, module, attr), mask in zip(self.entries, masks):
             if self.block is not None:
-                mask = _from_blocks(mask, self.block, self.orders[name], tuple(tg.stored_parameter(module, attr).shape))
+                mask = _from_blocks(mask, self.block, self.orders[name], tg.weight_shape(module, attr))
             if self._root is not None:
                 tg.install_mask(self._root, name, mask)  # the whole model: parents reading a weight are hooked
             else:
                 tg.install_mask(module, attr, mask)
-            rows = tg.stored_parameter(module, attr).shape[0]
+            rows = tg.weight_shape(module, attr)[0]
             kept = int(tg.mask_of(module, attr).count_nonzero())
             if kept < rows and name not in self._warned:
                 self._warned.add(name)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize as _pz
 
 from .. import targets as tg
 
@@ -18,7 +19,8 @@ _MODES = ("reinit", "rewind")
 
 def _fresh_values(module: nn.Module) -> Optional[dict]:
     """New random values for the direct parameters of ``module`` from its own
-    ``reset_parameters`` (run on a copy with pruning removed), keyed by pruning-free name."""
+    ``reset_parameters`` (run on a copy with pruning and parametrizations removed), keyed by
+    pruning-free name; a parametrized weight by the layer's attribute (``weight``)."""
     if not hasattr(module, "reset_parameters"):
         return None
     for _, attr, _ in tg.direct_parameters(module):
@@ -26,7 +28,11 @@ def _fresh_values(module: nn.Module) -> Optional[dict]:
             # the computed weight is a graph node, which deepcopy refuses
             setattr(module, attr, tg.effective_weight(module, attr).detach())
     # drawn on the CPU (with the CPU generator): the same values on every device
-    fresh = tg.strip_pruning(copy.deepcopy(module)).to("cpu")
+    fresh = copy.deepcopy(module)
+    if _pz.is_parametrized(fresh):
+        for attr in list(fresh.parametrizations.keys()):
+            tg.remove_parametrizations(fresh, attr)
+    fresh = tg.strip_pruning(fresh).to("cpu")
     fresh.reset_parameters()
     return {name: p.detach() for name, p in fresh._parameters.items() if p is not None}
 
@@ -111,8 +117,11 @@ def lottery_reset(model: nn.Module, mode: str = "reinit", initial_state: Optiona
 def _reinit(model: nn.Module) -> None:
     skipped = []
     for mod_name, module in model.named_modules():
+        if isinstance(module, _pz.ParametrizationList):
+            continue  # its originals are reset through the layer that owns them
         direct = [n for n, p in module._parameters.items() if p is not None]
-        if not direct:
+        shaped = list(module.parametrizations.keys()) if _pz.is_parametrized(module) else []
+        if not direct and not shaped:
             continue
         values = _fresh_values(module)
         if values is None:
@@ -120,6 +129,17 @@ def _reinit(model: nn.Module) -> None:
             continue
         for pname, attr, param in tg.direct_parameters(module):
             param.copy_(values[attr])
+        for attr in shaped:
+            # through the chain's right_inverse (identity for the pruning mask): the layer's own
+            # initialization mapped to the parametrization's originals (weight norm's g and v, ...)
+            try:
+                setattr(module, attr, values[attr].to(tg.effective_weight(module, attr).device))
+            except (NotImplementedError, RuntimeError, ValueError) as err:
+                raise ValueError(
+                    f"lottery_reset(mode='reinit') cannot reinitialize {mod_name + '.' if mod_name else ''}{attr}: "
+                    f"its parametrization does not accept an assigned value ({err}); use mode='rewind' with the "
+                    "initial state_dict"
+                ) from None
     if skipped:
         warnings.warn(
             f"lottery_reset(mode='reinit'): modules without reset_parameters kept their weights: "
@@ -147,6 +167,8 @@ def _rewind(model: nn.Module, state: dict) -> None:
             param.copy_(src)
         masks = {id(tg.mask_of(module, attr)) for _, attr, _ in tg.direct_parameters(module)
                  if tg.is_pruned(module, attr)}
+        if isinstance(module, tg.PruningMask):  # a parametrized weight's mask stays
+            masks.add(id(module.mask))
         for bname, buf in module._buffers.items():
             if buf is None or id(buf) in masks or (prefix + bname) not in state:
                 continue

@@ -31,7 +31,7 @@ __all__ = ["attach", "PriorSet", "Term", "NeuronEmbedding"]
 
 
 def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent", *, points: Optional[dict] = None,
-           generator: Optional[torch.Generator] = None) -> "PriorSet":
+           generator: Optional[torch.Generator] = None, tie: Optional[str] = None) -> "PriorSet":
     """Apply a prior to the target weights of a model; return the prior set.
 
     The model is not modified (same class, same ``state_dict`` keys). The
@@ -50,11 +50,16 @@ def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent",
         embedding per layer and direction shared by the gate blocks),
         ``"linear"`` (``nn.Linear`` weights, one embedding for the inputs and
         one for the outputs of each layer), ``"conv"`` (``nn.Conv1d/2d/3d``
-        weights, channels embedded, L2 norm per kernel slice), a list of
-        those kinds and/or parameter names (as in ``model.named_parameters()``;
+        weights, channels embedded, L2 norm per kernel slice), ``"attention"``
+        (``in_proj_weight`` of ``nn.MultiheadAttention``: q/k/v blocks of the
+        attention units, one embedding shared with ``out_proj``'s columns), a
+        list of those kinds and/or parameter names (as in ``model.named_parameters()``;
         ``"<name>_orig"`` of a pruned weight is accepted too), or a predicate
         ``(name, weight) -> bool`` called on every parameter with at least two
-        dimensions (biases are never targets). See :func:`moduli.targets.find_targets`.
+        dimensions (biases are never targets). A weight registered with
+        ``torch.nn.utils.parametrize`` is named by the layer's attribute
+        (``"0.weight"``) and penalised as the layer computes it. See
+        :func:`moduli.targets.find_targets`.
     points : dict, optional
         Embeddings to use instead of random ones: keys are neuron groups
         (``priors.embeddings``) or target names; values are tensors of shape
@@ -62,6 +67,16 @@ def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent",
         target whose rows and columns are different neurons).
     generator : torch.Generator, optional
         Seeds the random embeddings (and the shuffled permutation).
+    tie : {None, "consecutive"}
+        ``None`` (default): every layer has its own input and output neuron
+        groups. ``"consecutive"``: in every ``nn.Sequential``, an ``nn.Linear``
+        target and the next ``nn.Linear`` target, with only parameter-free
+        modules (activations, dropout) or normalization layers between them,
+        share neurons -- the output neurons of the first and the input
+        neurons of the second are one embedding (one set of points; trained
+        points get the gradients of both terms). The tied group keeps the
+        first layer's name (``"0.out"``); ``points`` keyed by the second's
+        (``"2.in"``) go to it.
 
     Returns
     -------
@@ -82,7 +97,71 @@ def attach(model: nn.Module, prior: Prior, targets: tg.TargetSpec = "recurrent",
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be a moduli.regularizers.Prior (ModuliPrior, L1Prior, ShuffledPrior or a "
                         f"subclass of your own); got {type(prior).__name__}")
-    return PriorSet(model, prior, tg.find_targets(model, targets), points=points, generator=generator)
+    layouts = tg.find_targets(model, targets)
+    if tie is not None:
+        if tie != "consecutive":
+            raise ValueError(f"tie must be None or 'consecutive'; got {tie!r}")
+        layouts, alias = _tie_consecutive(model, layouts)
+        if points is not None and isinstance(points, dict):
+            renamed = {}
+            for key, value in points.items():
+                group = alias.get(key, key)
+                if group in renamed:
+                    raise ValueError(f"points has keys for both {group!r} and {key!r}, which tie='consecutive' "
+                                     "makes one neuron group; give one of them")
+                renamed[group] = value
+            points = renamed
+    return PriorSet(model, prior, layouts, points=points, generator=generator)
+
+
+_CHAIN_KEEPS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _tie_consecutive(model: nn.Module, layouts: list) -> tuple[list, dict]:
+    """Layouts with the output group of each ``nn.Linear`` target and the input group of the next
+    one in an ``nn.Sequential`` made one; and ``{merged-away group: its new name}``."""
+    from dataclasses import replace
+
+    linear = {}
+    for lay in layouts:
+        module, attr = tg.resolve(model, lay.name)
+        if isinstance(module, nn.Linear) and attr == "weight" and lay.blocks == 1:
+            linear[id(module)] = lay
+    alias: dict[str, str] = {}
+
+    def find(group: str) -> str:
+        while group in alias:
+            group = alias[group]
+        return group
+
+    pairs = 0
+    for seq_name, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        prev = None
+        for child in seq.children():
+            lay = linear.get(id(child))
+            if lay is not None:
+                if prev is not None:
+                    if prev.n_out != lay.n_in:
+                        raise ValueError(
+                            f"tie='consecutive': {prev.name} has {prev.n_out} output neurons but the next Linear "
+                            f"target {lay.name} has {lay.n_in} inputs; they cannot be the same neurons (pass tie=None, "
+                            "or choose targets=)")
+                    a, b = find(prev.out_group), find(lay.in_group)
+                    if a != b:
+                        alias[b] = a
+                    pairs += 1
+                prev = lay
+            elif any(True for _ in child.parameters()) and not isinstance(child, _CHAIN_KEEPS):
+                prev = None  # a layer with weights of its own (not a target) breaks the chain
+    if pairs == 0:
+        raise ValueError("tie='consecutive' found no two consecutive nn.Linear targets in an nn.Sequential of the "
+                         "model (targets: " + ", ".join(lay.name for lay in layouts) + ")")
+    flat = {g: find(g) for g in alias}
+    out = [replace(lay, out_group=flat.get(lay.out_group, lay.out_group),
+                   in_group=flat.get(lay.in_group, lay.in_group)) for lay in layouts]
+    return out, flat
 
 
 def _key(name: str) -> str:
@@ -172,8 +251,16 @@ class Term(nn.Module):
 
     @property
     def parameter(self) -> nn.Parameter:
-        """The stored leaf that receives gradients (``<name>_orig`` if pruned)."""
+        """The stored leaf that receives gradients (``<name>_orig`` if pruned, ``.original`` if
+        parametrized; ``ValueError`` for a weight parametrized from several tensors, see
+        :func:`moduli.targets.stored_parameters`)."""
         return tg.stored_parameter(self._module, self._attr)
+
+    @property
+    def parametrized(self) -> bool:
+        """The weight is computed by ``torch.nn.utils.parametrize``: penalties and fused gradients
+        reach its originals through the parametrization (autograd)."""
+        return tg.is_parametrized(self._module, self._attr)
 
     def _shared(self) -> bool:
         return self._emb_in is self._emb_out
@@ -206,6 +293,8 @@ class Term(nn.Module):
         counter (through ``mask.data`` or a numpy view) are not seen: call
         :meth:`forget_mask` after them.
         """
+        if self.parametrized:  # the sparse passes read the stored leaf as the weight
+            return None
         mask = tg.mask_of(self._module, self._attr)
         if mask is None:
             return None
@@ -226,7 +315,7 @@ class Term(nn.Module):
         keeps at most ``SPARSE_DENSITY`` of the entries. Gathered once per
         mask and coefficient buffer (identity and version counter of both).
         """
-        if self.layout.slice_norm:
+        if self.layout.slice_norm or self.parametrized:
             return None
         mask = tg.mask_of(self._module, self._attr)
         if mask is None:
@@ -295,6 +384,8 @@ class Term(nn.Module):
 
     def _add_grad_(self, lam: float, want_value: bool, points: list, point_grads: list) -> Optional[Tensor]:
         """Add ``lam * d term / dW`` to the stored parameter's ``.grad`` (and collect embedding gradients)."""
+        if self.parametrized:
+            return self._add_grad_parametrized_(lam, want_value, points, point_grads)
         param = self.parameter
         lay = self.layout
         if self.live:
@@ -347,6 +438,10 @@ class Term(nn.Module):
         if self.exponent != 1.0:
             raise ValueError(f"prox_ is the soft threshold of a weighted L1 (exponent 1); the prior of {self.name} "
                              f"has exponent {self.exponent:g}")
+        if self.parametrized:
+            raise ValueError(f"prox_ thresholds a stored weight; {self.name} is computed by a parametrization from "
+                             "its originals, which a soft threshold of the weight does not determine: use "
+                             "add_penalty_grad_ or penalty()")
         param = self.parameter
         w = param.detach()
         c = self._base().detach()
@@ -360,6 +455,38 @@ class Term(nn.Module):
             c_entry = penalty_gradient(torch.ones_like(w), c, 1.0, reduction=self.reduction)
             w.copy_(w.sign() * (w.abs() - step * c_entry).clamp_min_(0))
         self.forget_mask()
+
+    def _add_grad_parametrized_(self, lam: float, want_value: bool, points: list,
+                                point_grads: list) -> Optional[Tensor]:
+        """:meth:`_add_grad_` for a parametrized weight ``W = f(originals)``: the fused gradient
+        ``lam * dP/dW`` is pulled back to the originals by one backward pass through ``f``."""
+        lay = self.layout
+        with torch.enable_grad():
+            w = self.weight
+        wd = w.detach()
+        g = torch.zeros_like(wd)
+        if self.live:
+            with torch.enable_grad():
+                p_out = self._emb_out.points
+                p_in = None if self._shared() else self._emb_in.points
+            args = (lay, self.prior.manifold, self.prior.inhibitor, self.exponent, self.reduction, p_out, p_in)
+            v, g_out, g_in = live_pass(*args, wd, weight_grad=g, alpha=1.0, accumulate=True)
+            points.append(p_out)
+            point_grads.append(g_out.mul_(lam))
+            if p_in is not None:
+                points.append(p_in)
+                point_grads.append(g_in.mul_(lam))
+        else:
+            v = None
+            if want_value:
+                v = weighted_penalty(wd, self.coeff, self.exponent, slice_norm=lay.slice_norm,
+                                     reduction=self.reduction)
+            penalty_gradient(wd, self.coeff, self.exponent, slice_norm=lay.slice_norm, reduction=self.reduction,
+                             out=g)
+        if w.requires_grad:  # else every original is frozen: nothing to update
+            with torch.enable_grad():
+                torch.autograd.backward(w, g.mul_(lam))
+        return v
 
     def _workspace(self, like: Tensor) -> Tensor:
         """Scratch memory shaped like the weight, reused across calls."""
@@ -473,7 +600,7 @@ class PriorSet(nn.Module):
     def _follow_model(self) -> None:
         """Move buffers/embeddings to the model's device and dtype if it moved."""
         for t in self.term.values():
-            w = t.parameter  # the stored leaf: no computation
+            w = tg.stored_parameters(t._module, t._attr)[0]  # a stored leaf: no computation
             if t.coeff.device != w.device or t.coeff.dtype != w.dtype:
                 self.to(device=w.device, dtype=w.dtype)
             break

@@ -255,6 +255,8 @@ def sparsify(model: nn.Module, layout: str = "csr", block: Optional[Block] = Non
     linear_layout = layout if linear_layout is None else linear_layout
     min_sparsity = _validate.fraction(min_sparsity, "min_sparsity", closed=True)
     for _, module, attr in tg.pruned_weights(model):
+        if tg.is_parametrized(module, attr):
+            continue  # computed at each access: nothing stored (assigning would go through right_inverse)
         # the computed weight is a graph node, which deepcopy refuses; the next forward recomputes it
         setattr(module, attr, tg.effective_weight(module, attr).detach())
     out = copy.deepcopy(model)

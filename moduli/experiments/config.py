@@ -47,7 +47,7 @@ class TrainConfig:
     epochs: int = _f(10, "epochs of the gradual pruning schedule; steps are split evenly among them")
     batch_size: int = _f(32, "sequences per batch")
     seq_len: int = _f(20, "time steps per sequence")
-    lr: float = _f(1e-3, "Adam learning rate")
+    lr: float = _f(1e-3, "learning rate of the optimizer (Adam or AdamW; the starting SGD rate for lm)")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: no clipping)")
     lam: float = _f(1e-6, "regularizing factor lambda: loss += lam * penalty")
     embed_lr: float = _f(0.0, "learning rate of trained embeddings (0: the same as lr)")

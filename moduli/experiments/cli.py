@@ -275,7 +275,7 @@ def print_config(cfg) -> None:
     print(json.dumps(dataclasses.asdict(cfg), indent=1, sort_keys=True))
 
 
-def dry_run(task: str, preset: str, regimes, lams, sparsities, seeds, out: Path, cfg) -> int:
+def dry_run(task: str, preset: str, regimes, lams, sparsities, seeds, out: Path, cfg, prog: str = "moduli run") -> int:
     """Print the planned runs of a sweep and the phases ``out`` already holds; train nothing."""
     from .plan import plan_runs
 
@@ -283,7 +283,7 @@ def dry_run(task: str, preset: str, regimes, lams, sparsities, seeds, out: Path,
     try:
         done = {(r["run_id"], r["phase"]) for r in read_results(out)}
     except (ValueError, OSError) as exc:
-        return report("moduli run", exc)
+        return report(prog, exc)
     todo = 0
     for spec in runs:
         phases = [f"{p} ({'recorded' if (spec.run_id, p) in done else 'to train'})" for p in spec.phases()]

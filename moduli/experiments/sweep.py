@@ -144,7 +144,7 @@ def sweep(args: argparse.Namespace) -> int:
     if not args.no_baseline and all(r.kind != "none" for r in regimes):
         regimes = [parse_regime("none")] + regimes
     if args.dry_run:
-        return dry_run(args.task, args.preset, regimes, lams, [args.sparsity], seeds, out, cfg)
+        return dry_run(args.task, args.preset, regimes, lams, [args.sparsity], seeds, out, cfg, prog="moduli sweep")
     options = execution_options(args)
     output = SweepOutput("moduli sweep", out, options["progress"])
     try:

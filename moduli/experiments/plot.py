@@ -26,6 +26,21 @@ def _pyplot():
     return plt
 
 
+def wants_log_scale(values) -> bool:
+    """Whether positive values span more than a factor 20 (a collapse would flatten every other curve)."""
+    values = list(values)
+    return bool(values) and min(values) > 0 and max(values) > 20 * min(values)
+
+
+def save_figure(fig, path, *, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` (its folder created if needed), close it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_metric_vs_sparsity(records: list[dict], path) -> Path:
     """Mean metric (error bars: std over seeds) versus sparsity, one colour per regime.
 
@@ -254,17 +269,12 @@ def plot_curves(out, records: list[dict], path, *, sparsity: float) -> Path:
         top.set_ylabel("training loss (mean since the previous point)")
         bottom.set_ylabel(metric_label(metric) + " (evaluation set)")
         bottom.set_xlabel("training step")
-        values = [y for line in bottom.get_lines() for y in line.get_ydata()]
-        if values and min(values) > 0 and max(values) > 20 * min(values):
+        if wants_log_scale(y for line in bottom.get_lines() for y in line.get_ydata()):
             bottom.set_yscale("log")
         top.legend(fontsize=7)
     fig.suptitle(f"{curves[0][0]['task']}: learning curves (one line per seed)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_directory(out, *, run_id: Optional[str] = None, lams: Optional[list] = None,

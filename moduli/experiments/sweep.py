@@ -20,6 +20,7 @@ from .cli import (  # registers run/table/plot
     SweepOutput, _nonneg_float, _positive_int, add_regime_options, add_sweep_options, dry_run, execution_options,
     interrupted, parse_sparsity, print_config, regimes_from_args, report, resolve_config,
 )
+from .plot import save_figure, wants_log_scale
 from .regimes import parse_regime
 from .registry import add_config_arguments, preset_names, task_names
 from .results import RECORD_FIELDS, read_results
@@ -96,19 +97,14 @@ def plot_metric_vs_lambda(records: list[dict], path, *, sparsity: Optional[float
                         label=f"{regime} ({phase})", alpha=0.9)
     metric = rows[0]["metric"]
     ax.set_xscale("log")
-    means = [r["mean"] for r in rows]
-    if min(means) > 0 and max(means) > 20 * min(means):  # a collapse would flatten every other curve
+    if wants_log_scale(r["mean"] for r in rows):
         ax.set_yscale("log")
     ax.set_xlabel("λ (regularizing factor)")
     ax.set_ylabel(metric_label(metric) + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title(f"{rows[0]['task']}: {metric} versus λ at {100 * sparsity:g}% sparsity")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:

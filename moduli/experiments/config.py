@@ -60,6 +60,10 @@ class TrainConfig:
     lottery_prior: str = _f("keep", "lottery phase prior: the sparse phase's embeddings and coefficients ('keep'), or "
                             "freshly drawn ones, as the fresh model of the authors' code gets ('redraw'; fixed "
                             "embeddings only)", ("keep", "redraw"), added=True)
+    sparsifier: str = _f("magnitude", "how the sparse phase reaches its sparsity: gradual magnitude pruning, or "
+                         "'prox': the soft threshold of the (exponent 1) prior after every step, its factor raised from "
+                         "lam until the exact zeros follow the pruning ramp, the mask fixed at the last epoch",
+                         ("magnitude", "prox"), added=True)
     amp: str = _f("off", "mixed precision of the forward pass and loss: off (float32), bf16, or fp16 with a "
                   "gradient scaler; the prior's fused gradient is added in float32 after unscaling",
                   ("off", "bf16", "fp16"), added=True)

@@ -33,7 +33,7 @@ from .registry import make_task
 from .results import CheckpointError, atomic_save, checkpoint_contents, checkpoint_path, load_checkpoint, record_phase
 from .tasks import Task
 
-__all__ = ["run_one", "initial_embeddings", "progress_bar", "check_lottery_prior"]
+__all__ = ["run_one", "initial_embeddings", "progress_bar", "check_lottery_prior", "check_sparsifier"]
 
 _CPU = torch.device("cpu")
 
@@ -122,7 +122,11 @@ def _counts(model: nn.Module, prune_names) -> dict:
     return {"params": total, "nonzero_params": nonzero, "tensor_nonzeros": per}
 
 
-def _pruner(model, names, cfg, sparsity):
+def _pruner(model, names, cfg, sparsity, priors=None, lam=None):
+    """The sparse phase's sparsifier: gradual magnitude pruning, or the proximal sparsifier (``cfg.sparsifier``)."""
+    if getattr(cfg, "sparsifier", "magnitude") == "prox":
+        return pruning.ProximalSparsifier(model, priors, sparsity, epochs=cfg.epochs, steps=cfg.steps, lam=lam,
+                                          scope=cfg.prune_scope)
     return pruning.GradualMagnitudePruning(model, target_sparsity=sparsity, epochs=cfg.epochs, scope=cfg.prune_scope,
                                            targets=list(names))
 
@@ -152,7 +156,10 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
     previous row, ``lam`` times the penalty, the pruned sparsity and the wall
     time since the phase began; at the start of every pruning epoch after the
     first, the task metric too (the caller adds the final evaluation to the
-    last row). Those evaluations are part of the phase's ``train_s``.
+    last row). Those evaluations are part of the phase's ``train_s``. Under
+    a proximal sparsifier (``pruner.after_step``) the prior acts through its
+    soft threshold after every step instead of a gradient, and each row holds
+    the threshold's factor (``prox_lam``).
 
     On the CPU every step's loss is checked before its backward pass, and a
     phase stops at its first non-finite loss. On an accelerator the loop does
@@ -185,6 +192,7 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
 
     diverged, taken = False, 0
     started, penalty, last_row = time.perf_counter(), None, 0
+    prox = getattr(pruner, "after_step", None)  # the proximal sparsifier: the prior is its threshold
 
     def add_row(upto: int, evaluate: bool) -> None:
         """The curve's row at step ``upto`` (the metric added to it if the row exists already)."""
@@ -196,6 +204,8 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                           "penalty": None if penalty is None else lam * float(penalty),
                           "pruned_sparsity": _sparsity(model, pruner.names) if pruner is not None else None,
                           "time_s": round(time.perf_counter() - started, 3)})
+            if prox is not None:
+                curve[-1]["prox_lam"] = pruner.lam
             last_row = upto
         if evaluate and task.metric not in curve[-1]:
             curve[-1][task.metric] = float(task.evaluate(model))
@@ -225,7 +235,7 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                 scaler.unscale_(opt)  # the fused prior gradient is added in true units
             else:
                 loss.backward()
-            if priors is not None and lam > 0:
+            if priors is not None and lam > 0 and prox is None:
                 # the fused gradient of lam * penalty (same update as adding it to the loss); its value
                 # comes back (and is checked) at the check steps
                 priors.check_finite = check or (curve is not None and taken % CHECK_EVERY == 0)
@@ -238,6 +248,11 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                 scaler.update()
             else:
                 opt.step()
+            if prox is not None:
+                prox(opt)
+                if check or taken % CHECK_EVERY == 0:
+                    with torch.no_grad():
+                        penalty = priors.penalty()  # raises on a non-finite value, naming the weight
             if taken % CHECK_EVERY == 0:
                 add_row(taken, evaluate=False)
                 if hasattr(bar, "set_postfix"):
@@ -271,6 +286,9 @@ def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, pru
     rec = _record(spec, phase, task, model, cfg, value, diverged=diverged, losses=losses,
                   prune_names=prune_names, train_s=train_s, eval_s=time.perf_counter() - t1, started=started)
     rec["curve"] = curve
+    if getattr(pruner, "after_step", None) is not None:
+        rec["prox_sparsity"] = pruner.reached  # the exact zeros the thresholds made before the mask was fixed
+        rec["prox_lam"] = pruner.lam
     return rec
 
 
@@ -321,6 +339,33 @@ def check_lottery_prior(regime, cfg: TrainConfig) -> None:
     if cfg.lottery_prior == "redraw" and regime.trained:
         raise ValueError(f"lottery_prior='redraw' (--lottery-prior redraw) needs fixed embeddings; regime "
                          f"{regime.label!r} trains its embedding, whose learned points the lottery phase keeps")
+    check_sparsifier(regime, cfg)
+
+
+def check_sparsifier(regime, cfg: TrainConfig) -> None:
+    """Refuse ``sparsifier="prox"`` where it has no meaning.
+
+    The proximal sparsifier is the soft threshold of the regime's prior on the
+    pruned weights, so it needs a prior (not ``none``) with fixed embeddings,
+    on exactly the weights that are pruned, and a positive ``lam`` to start
+    from.
+
+    Raises
+    ------
+    ValueError
+        Naming the regime or the option.
+    """
+    if getattr(cfg, "sparsifier", "magnitude") != "prox":
+        return
+    if regime.kind == "none":
+        raise ValueError("sparsifier 'prox' (--sparsifier prox) thresholds by the prior's coefficients; regime "
+                         "'none' has no prior: use the magnitude sparsifier for it")
+    if regime.trained:
+        raise ValueError(f"sparsifier 'prox' moves weights only; regime {regime.label!r} trains its embedding, which "
+                         "would get no gradient from the prior: use a fixed embedding")
+    if cfg.prior_targets != cfg.prune_targets:
+        raise ValueError(f"sparsifier 'prox' sparsifies the weights that carry the prior: prior_targets "
+                         f"({cfg.prior_targets!r}) and prune_targets ({cfg.prune_targets!r}) must be the same")
 
 
 def _attach(spec: RunSpec, cfg: TrainConfig, task: Task, model, stream: int):
@@ -445,7 +490,7 @@ def run_one(spec: RunSpec, cfg: TrainConfig, out: Path, *, done: set, progress: 
 
     if "sparse" in todo:
         started, t0 = _now(), time.perf_counter()
-        pruner = _pruner(model, prune_names, cfg, spec.sparsity) if spec.sparsity > 0 else None
+        pruner = _pruner(model, prune_names, cfg, spec.sparsity, priors, spec.lam) if spec.sparsity > 0 else None
         rec = _train_and_record("sparse", spec, task, model, cfg, priors, pruner, _TRAIN_STREAM, prune_names,
                                 progress, started, t0)
         if spec.sparsity > 0:

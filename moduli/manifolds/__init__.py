@@ -13,9 +13,10 @@ from .klein import KleinBottle
 from .product import Product
 from .quotient import QuotientSpace
 from .graph import GraphSpace
+from .union import DisjointUnion
 from . import catalog, testing
 
 __all__ = [
     "Manifold", "GeomstatsMatch", "Euclidean", "Sphere", "Circle", "FlatTorus",
-    "KleinBottle", "Product", "QuotientSpace", "GraphSpace",
+    "KleinBottle", "Product", "QuotientSpace", "GraphSpace", "DisjointUnion",
 ]

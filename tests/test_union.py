@@ -220,6 +220,8 @@ def test_infinite_cross_distance_constructs_and_stays_finite():
     for f in [rg.Ricker(), rg.Sinusoid(), rg.Diffusion()]:
         with pytest.raises(ValueError, match="no finite value at d = inf; pass a finite cross_distance"):
             V.between_coefficient(f)
+        with pytest.raises(ValueError, match="at d = inf, a distance of"):  # and by the prior itself
+            rg.ModuliPrior(V, f)
     W2 = mf.DisjointUnion(mf.FlatTorus(2, 10.0), mf.FlatTorus(2, 7.0), cross_distance=8.0)
     assert W2.between_coefficient(rg.Ricker()) == pytest.approx(1.0 - (1.0 - 64.0) * math.exp(-32.0))
 

@@ -250,6 +250,12 @@ class DisjointUnion(Manifold):
         x = self.check_points(x, "x", ndim=2)
         return x[x[:, 0] == k, 1:1 + self._widths[k]]
 
+    @property
+    def attains_infinity(self) -> bool:
+        """Whether some distances are ``inf`` (two or more modules, infinite cross distance): inhibitors
+        are then checked at ``inf`` too (:meth:`moduli.regularizers.Inhibitor.validate_for`)."""
+        return self.num_modules > 1 and math.isinf(self.cross_distance)
+
     def between_coefficient(self, inhibitor) -> float:
         """The coefficient of every between-module pair: ``inhibitor(cross_distance)``.
 

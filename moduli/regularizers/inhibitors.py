@@ -183,11 +183,18 @@ class Inhibitor:
         """Check this inhibitor against a space (called by :class:`ModuliPrior`).
 
         Raises ``ValueError`` if ``f`` is negative on ``[0, manifold.diameter]``
-        or if a trained embedding is asked for with a non-differentiable ``f``
+        (and, for a space whose distances can be infinite, at ``inf``) or if a trained embedding is asked for with a non-differentiable ``f``
         or space; warns if ``f(0)`` is the minimum of ``f`` with a trained
         embedding (the prior then degenerates to L1).
         """
         self.check_range(manifold.diameter)
+        if math.isinf(manifold.diameter) and getattr(manifold, "attains_infinity", False):
+            # a space whose distances can be inf (DisjointUnion's modules): f must be finite and >= 0 there too
+            with torch.no_grad():
+                far = float(self(torch.tensor([math.inf], dtype=torch.float64))[0])
+            if not math.isfinite(far) or far < 0:
+                raise ValueError(f"{self!r} is {far:g} at d = inf, a distance of {manifold!r}: use an inhibitor "
+                                 "with a finite non-negative limit (a difference of Gaussians), or a finite distance")
         if trainable:
             if not self.differentiable:
                 raise ValueError(

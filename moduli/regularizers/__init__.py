@@ -3,7 +3,9 @@
 - :mod:`.inhibitors` -- the functions ``f`` of a distance, and the
   :data:`INHIBITORS` table of their names;
 - :mod:`.priors` -- :class:`Prior` and the built-in kinds, each owning what
-  makes it different (its embeddings' space, its coefficients);
+  makes it different (its embeddings' space, its coefficients), including
+  the weight-dependent :class:`CommunicabilityPrior` (seRNN) and
+  :class:`TopoLossPrior` (TopoLoss);
 - :mod:`.penalty` -- the stateless math (penalties, gradients, the
   trained-embedding pass);
 - :mod:`.state` -- :func:`attach` and the modules holding the state
@@ -27,12 +29,14 @@ from .inhibitors import (
     ZeroMinimum, inhibitor_arguments, make_inhibitor,
 )
 from .penalty import coefficient_matrix, magnitude, penalty_gradient, weighted_penalty
-from .priors import L1Prior, ModuliPrior, Prior, ShuffledPrior
+from .priors import (
+    CommunicabilityPrior, L1Prior, ModuliPrior, Prior, ShuffledPrior, TopoLossPrior, communicability_penalty, topo_loss,
+)
 from .state import NeuronEmbedding, PriorSet, Term, attach
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
     "ExpressionInhibitor", "ZeroMinimum", "INHIBITORS", "inhibitor_arguments", "make_inhibitor", "Prior", "ModuliPrior",
-    "L1Prior", "ShuffledPrior", "attach", "PriorSet", "Term", "NeuronEmbedding",
-    "coefficient_matrix", "magnitude", "weighted_penalty", "penalty_gradient",
+    "L1Prior", "ShuffledPrior", "CommunicabilityPrior", "TopoLossPrior", "attach", "PriorSet", "Term", "NeuronEmbedding",
+    "coefficient_matrix", "magnitude", "weighted_penalty", "penalty_gradient", "communicability_penalty", "topo_loss",
 ]

@@ -7,7 +7,9 @@ and call :mod:`moduli.regularizers.penalty`; what differs between priors
 comes from the prior itself (:meth:`Prior.coefficients`, ``manifold``,
 ``trainable``). The model is never modified, and pruning is read through
 :mod:`moduli.targets` at every call (the effective weight ``orig * mask``;
-fused gradients go to ``orig``).
+fused gradients go to ``orig``). A weight-dependent prior (one overriding
+:meth:`Prior.weight_penalty`) is evaluated by autograd on the effective weight
+instead of the fused and sparse paths.
 """
 
 from __future__ import annotations
@@ -262,6 +264,11 @@ class Term(nn.Module):
         reach its originals through the parametrization (autograd)."""
         return tg.is_parametrized(self._module, self._attr)
 
+    @property
+    def weight_dependent(self) -> bool:
+        """The prior overrides :meth:`Prior.weight_penalty` (evaluated by autograd)."""
+        return self.prior.weight_dependent
+
     def _shared(self) -> bool:
         return self._emb_in is self._emb_out
 
@@ -278,7 +285,10 @@ class Term(nn.Module):
     def coefficients(self) -> Tensor:
         """The coefficients with the weight's shape for matrices (gate blocks
         repeat the neurons' coefficients) and ``(out_channels, in_channels //
-        groups)`` for convolutions; all ones for L1."""
+        groups)`` for convolutions; all ones for L1. For a weight-dependent
+        prior, what its ``coefficients()`` returned (e.g. distances or a kernel)."""
+        if self.weight_dependent:
+            return self.coeff
         lay = self.layout
         return self._base().expand(lay.blocks, lay.n_out, lay.cols).reshape(lay.rows, lay.cols)
 
@@ -360,6 +370,8 @@ class Term(nn.Module):
     def penalty(self) -> Tensor:
         """This term of Eq. 6, shape=[]."""
         lay = self.layout
+        if self.weight_dependent:
+            return self.prior.weight_penalty(self.weight, self.coeff, lay)
         if not self.live:
             entries = self._kept_entries()
             if entries is not None:
@@ -384,6 +396,8 @@ class Term(nn.Module):
 
     def _add_grad_(self, lam: float, want_value: bool, points: list, point_grads: list) -> Optional[Tensor]:
         """Add ``lam * d term / dW`` to the stored parameter's ``.grad`` (and collect embedding gradients)."""
+        if self.weight_dependent:
+            return self._add_grad_autograd_(lam, want_value)
         if self.parametrized:
             return self._add_grad_parametrized_(lam, want_value, points, point_grads)
         param = self.parameter
@@ -433,8 +447,22 @@ class Term(nn.Module):
             param.grad.add_(g, alpha=lam)
         return v
 
+    def _add_grad_autograd_(self, lam: float, want_value: bool) -> Optional[Tensor]:
+        """:meth:`_add_grad_` for a weight-dependent prior: ``lam`` times the autograd gradient of
+        :meth:`Prior.weight_penalty`, accumulated into the stored leaves' ``.grad`` (through the mask of a
+        pruned weight and the parametrization of a parametrized one)."""
+        with torch.enable_grad():
+            v = self.prior.weight_penalty(self.weight, self.coeff, self.layout)
+            if v.requires_grad:  # else every stored leaf is frozen: nothing to update
+                torch.autograd.backward(v, torch.full_like(v, lam))
+        return v.detach() if want_value else None
+
     def _prox_(self, step: float) -> None:
         """Soft-threshold the stored weight: each entry (each kernel slice) by ``step`` times its coefficient."""
+        if self.weight_dependent:
+            raise ValueError(f"prox_ is the soft threshold of a weighted L1; the prior of {self.name}, "
+                             f"{type(self.prior).__name__}, depends on the weight otherwise and has no closed-form "
+                             "proximal step: use add_penalty_grad_ or penalty()")
         if self.exponent != 1.0:
             raise ValueError(f"prox_ is the soft threshold of a weighted L1 (exponent 1); the prior of {self.name} "
                              f"has exponent {self.exponent:g}")
@@ -536,6 +564,9 @@ class PriorSet(nn.Module):
             raise TypeError(f"points must be a dict from neuron group or weight name to a tensor; got "
                             f"{type(points).__name__}")
         manifold = prior.manifold
+        if prior.trainable and prior.weight_dependent:
+            raise ValueError(f"{type(prior).__name__} depends on the weight (it overrides weight_penalty) and "
+                             "supports fixed embeddings only: trainable=True is not available for it")
         if prior.trainable and (manifold is None or getattr(prior, "inhibitor", None) is None):
             raise TypeError(f"{type(prior).__name__} has trainable=True but no manifold and inhibitor: trained "
                             "embeddings recompute inhibitor(manifold.cdist(...))")
@@ -574,7 +605,8 @@ class PriorSet(nn.Module):
                 else:
                     c = prior.coefficients(lay, None if e_out is None else e_out.points,
                                            None if e_in is None or lay.shared else e_in.points, generator=gen)
-                    coeff = as_coefficients(c, lay, owner).to(device=device, dtype=dtype)
+                    coeff = (_check_base(c, lay, owner) if prior.weight_dependent
+                             else as_coefficients(c, lay, owner)).to(device=device, dtype=dtype)
             self.term[_key(lay.name)] = Term(lay, module, attr, prior, e_out, e_in, coeff, live=prior.trainable)
         self.terms: dict[str, Term] = {t.name: t for t in self.term.values()}
         self.embeddings: dict[str, NeuronEmbedding] = {k.replace(":", "."): v for k, v in self.emb.items()}
@@ -640,6 +672,12 @@ class PriorSet(nn.Module):
             if not bool(torch.isfinite(term._base().detach()).all()):
                 raise ValueError(f"the coefficients of {term.name} contain NaN/inf; the prior penalty is not finite")
         dtype = next(iter(self.terms.values())).weight.dtype
+        if self.prior.weight_dependent:
+            raise ValueError(
+                f"the penalty of {type(self.prior).__name__} is not finite in {dtype} although the weights and "
+                "coefficients are (its weight_penalty overflowed): compute it in float64 (model.double()) or change "
+                "the prior's options"
+            )
         raise ValueError(
             f"the prior penalty overflowed in {dtype} (weights, embeddings and coefficients are finite, but their "
             "weighted sum is not): compute it in float64 (model.double()) or use smaller weights or lambda"
@@ -655,7 +693,10 @@ class PriorSet(nn.Module):
         of adding ``lam * penalty()`` to the loss. Pruned weights receive the
         gradient on ``<name>_orig`` (zero where the mask is zero). Trained
         embeddings receive ``lam * d penalty / d u`` as well (coefficients
-        recomputed in row chunks, as in :meth:`penalty`).
+        recomputed in row chunks, as in :meth:`penalty`). A weight-dependent
+        prior's term (:attr:`Prior.weight_dependent`) has no closed form: its
+        ``lam * d penalty / dW`` comes from one autograd backward pass, the
+        same gradient as ``(lam * penalty()).backward()``.
 
         Parameters
         ----------
@@ -713,7 +754,8 @@ class PriorSet(nn.Module):
         Raises
         ------
         ValueError
-            If the exponent is not 1 (not a weighted L1), or embeddings are
+            If the exponent is not 1 (not a weighted L1), the prior is
+            weight-dependent (no closed-form proximal step), or embeddings are
             trained and not frozen (the prox moves weights only; freeze them or
             use :meth:`add_penalty_grad_`).
         """
@@ -777,6 +819,16 @@ class PriorSet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"prior={self.prior!r}, targets={list(self.terms)}, frozen={self._frozen}"
+
+
+def _check_base(c, layout, owner: str) -> Tensor:
+    """A weight-dependent prior's coefficients: any finite floating tensor (its ``weight_penalty`` reads it)."""
+    if not isinstance(c, Tensor) or not c.is_floating_point():
+        raise TypeError(f"{owner}.coefficients must return a floating torch.Tensor; got "
+                        f"{type(c).__name__ if not isinstance(c, Tensor) else c.dtype}")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError(f"{owner}.coefficients for {layout.name} must be finite")
+    return c.contiguous()
 
 
 def _legacy_uniform(saved: Tensor, own: Tensor) -> bool:

@@ -29,10 +29,12 @@ from .inhibitors import (
 from .penalty import coefficient_matrix, magnitude, penalty_gradient, weighted_penalty
 from .priors import L1Prior, ModuliPrior, Prior, ShuffledPrior
 from .state import NeuronEmbedding, PriorSet, Term, attach
+from .swaps import GroupSwaps, SwapResult, swap_cost_changes, swap_neurons_
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
     "ExpressionInhibitor", "ZeroMinimum", "INHIBITORS", "inhibitor_arguments", "make_inhibitor", "Prior", "ModuliPrior",
     "L1Prior", "ShuffledPrior", "attach", "PriorSet", "Term", "NeuronEmbedding",
     "coefficient_matrix", "magnitude", "weighted_penalty", "penalty_gradient",
+    "swap_neurons_", "swap_cost_changes", "SwapResult", "GroupSwaps",
 ]

@@ -128,9 +128,11 @@ def test_shared_formula_is_exact_for_any_coefficient_matrix():
     model, _, _ = _rnn()
     priors = rg.attach(model, PRIORS["circle_dog"](), generator=_gen(19))
     state = _Group(priors, "hidden_l0", _touching(priors, "hidden_l0"))
-    m, c, mt, ct = state.shared[0]
+    x, _, cd = state.shared[0]
+    m, c = x[0], x[1]
     c.copy_(torch.rand(c.shape, generator=_gen(20), dtype=c.dtype))
-    ct.copy_(c.t())
+    x[3].copy_(c.t())
+    cd.copy_(c.diagonal())
     n = c.shape[0]
 
     def cost(perm):

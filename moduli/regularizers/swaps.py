@@ -20,10 +20,10 @@ the coefficients (``n_out x cols``):
 * rows (the group is the term's ``out_group``):
   ``delta(a, b) = -(M[a] - M[b]) . (C[a] - C[b])``;
 * columns (``in_group``): the same on ``M.T`` and ``C.T``;
-* a shared (recurrent) matrix: the row part and the column part, less the
-  entries in rows *and* columns ``{a, b}``, counted in both, plus the
-  change of those four entries ``M[a,a], M[a,b], M[b,a], M[b,b]``, whose
-  coefficients move to ``C[b,b], C[b,a], C[a,b], C[a,a]``.
+* a shared (recurrent) matrix, ``C <- P C P``: the row part and the column
+  part, plus ``(M[a,a] + M[b,b] - M[a,b] - M[b,a]) (C[a,a] + C[b,b] -
+  C[a,b] - C[b,a])`` for the four entries where rows and columns ``{a, b}``
+  meet, which the two parts miscount.
 
 Each is ``O(n)`` for one pair; every pair at once is a few matrix products
 (:func:`swap_cost_changes`).
@@ -163,12 +163,17 @@ def _touching(priors, group: str) -> list:
 
 class _Group:
     """The working state of one neuron group: magnitudes and coefficients of every term it touches,
-    in a working dtype, with the group's neurons along the first axis."""
+    in a working dtype, with the group's neurons along the first axis.
+
+    ``rowlike`` holds ``stack([M, C])`` per term whose rows or columns (then transposed) are the group;
+    ``shared`` holds ``stack([M, C, M.T, C.T])`` and ``diag(M)``, ``diag(C)`` per term whose rows and
+    columns both are. Only the coefficients move (:meth:`swap`); the magnitudes stay.
+    """
 
     def __init__(self, priors, group: str, terms: list):
         self.n = priors.embeddings[group].points.shape[0]
-        self.rowlike = []  # (M, C): the group indexes the rows of both
-        self.shared = []   # (M, C, M.T, C.T): the group indexes rows and columns
+        self.rowlike = []
+        self.shared = []
         for t in terms:
             lay = t.layout
             with torch.no_grad():
@@ -180,78 +185,78 @@ class _Group:
                 m = m / (lay.blocks * lay.n_out * lay.cols)
             c = c.to(dtype)
             if lay.shared:
-                self.shared.append((m.contiguous(), c.clone(), m.t().contiguous(), c.t().contiguous()))
+                x = torch.stack([m, c, m.t(), c.t()])
+                self.shared.append((x, m.diagonal().clone(), c.diagonal().clone()))
             elif lay.out_group == group:
-                self.rowlike.append((m.contiguous(), c.clone()))
+                self.rowlike.append(torch.stack([m, c]))
             else:
-                self.rowlike.append((m.t().contiguous(), c.t().contiguous()))
+                self.rowlike.append(torch.stack([m.t(), c.t()]))
+
+    @property
+    def device(self) -> torch.device:
+        return (self.rowlike or [s[0] for s in self.shared])[0].device
 
     def cost(self) -> float:
+        """The cost of the terms touching the group, in the working dtype."""
         total = 0.0
-        for m, c in self.rowlike:
-            total += float(torch.dot(m.reshape(-1), c.reshape(-1)))
-        for m, c, _, _ in self.shared:
-            total += float(torch.dot(m.reshape(-1), c.reshape(-1)))
+        for x in self.rowlike:
+            total += float(torch.dot(x[0].reshape(-1), x[1].reshape(-1)))
+        for x, _, _ in self.shared:
+            total += float(torch.dot(x[0].reshape(-1), x[1].reshape(-1)))
         return total
 
     def all_changes(self) -> Tensor:
         """The exact cost change of swapping every pair, shape=[n, n] (zero diagonal)."""
-        d = None
+        d = torch.zeros(self.n, self.n, dtype=(self.rowlike or [s[0] for s in self.shared])[0].dtype,
+                        device=self.device)
         for m, c in self.rowlike:
             g = m @ c.t()  # g[a, b] = M[a] . C[b]
             dg = g.diagonal()
-            part = g + g.t() - dg[:, None] - dg[None, :]
-            d = part if d is None else d.add_(part)
-        for m, c, _, _ in self.shared:
-            g = m @ c.t()      # rows:    M[a] . C[b]
-            k = m.t() @ c      # columns: M[:, a] . C[:, b]
-            dg, dk = g.diagonal(), k.diagonal()
-            part = g + g.t() - dg[:, None] - dg[None, :] + k + k.t() - dk[:, None] - dk[None, :]
-            s, cd = m.diagonal(), c.diagonal()
-            ms, cs = m.t(), c.t()
-            # entries in rows and columns {a, b}: counted once by the row part and once by the column
-            # part; take both out, then add their own change (zero for a symmetric C with a constant
-            # diagonal, as inhibitor(cdist) is, up to rounding; kept so any C is exact)
-            part -= (s[:, None] - ms) * (cs - cd[:, None]) + (m - s[None, :]) * (cd[None, :] - c)
-            part -= (s[:, None] - m) * (c - cd[:, None]) + (ms - s[None, :]) * (cd[None, :] - cs)
-            part += (s[:, None] - s[None, :]) * (cd[None, :] - cd[:, None]) + (m - ms) * (cs - c)
-            d = part if d is None else d.add_(part)
-        if d is None:
-            raise ValueError("no term touches this neuron group")
+            d += g + g.t() - dg[:, None] - dg[None, :]
+        for x, s, cd in self.shared:
+            m, c = x[0], x[1]
+            for g in (m @ c.t(), m.t() @ c):  # rows M[a] . C[b]; columns M[:, a] . C[:, b]
+                dg = g.diagonal()
+                d += g + g.t() - dg[:, None] - dg[None, :]
+            # the rows and columns {a, b} meet in four entries, which the row and column parts
+            # miscount by (S_aa + S_bb - S_ab - S_ba)(C_aa + C_bb - C_ab - C_ba)
+            d += (s[:, None] + s[None, :] - m - m.t()) * (cd[:, None] + cd[None, :] - c - c.t())
         d.fill_diagonal_(0.0)
         return d
 
     def changes(self, a: int, bs: Tensor) -> Tensor:
         """The exact cost change of swapping ``a`` with each of ``bs`` (not containing ``a``), shape=[len(bs)]."""
         d = None
-        for m, c in self.rowlike:
-            mb, cb = m[bs], c[bs]
-            part = cb @ m[a] + mb @ c[a] - torch.dot(m[a], c[a]) - (mb * cb).sum(1)
+        for x in self.rowlike:
+            y, xa = x[:, bs], x[:, a]  # (2, k, cols), (2, cols)
+            part = torch.bmm(y, xa.flip(0)[:, :, None]).sum(0).squeeze(1)  # M[b] . C[a] + C[b] . M[a]
+            part -= (y[0] * y[1]).sum(1) + torch.dot(xa[0], xa[1])
             d = part if d is None else d.add_(part)
-        for m, c, mt, ct in self.shared:
-            ma, ca, mta, cta = m[a], c[a], mt[a], ct[a]
-            mb, cb, mtb, ctb = m[bs], c[bs], mt[bs], ct[bs]
-            part = (cb @ ma + mb @ ca - torch.dot(ma, ca) - (mb * cb).sum(1)
-                    + ctb @ mta + mtb @ cta - torch.dot(mta, cta) - (mtb * ctb).sum(1))
-            s_aa, c_aa = m[a, a], c[a, a]
-            s_bb, c_bb = mb.gather(1, bs[:, None]).squeeze(1), cb.gather(1, bs[:, None]).squeeze(1)
-            s_ab, s_ba, c_ab, c_ba = ma[bs], mta[bs], ca[bs], cta[bs]  # M[a, b], M[b, a], C[a, b], C[b, a]
-            part -= (s_aa - s_ba) * (c_ba - c_aa) + (s_ab - s_bb) * (c_bb - c_ab)
-            part -= (s_aa - s_ab) * (c_ab - c_aa) + (s_ba - s_bb) * (c_bb - c_ba)
-            part += (s_aa - s_bb) * (c_bb - c_aa) + (s_ab - s_ba) * (c_ba - c_ab)
+        for x, s, cd in self.shared:
+            y, xa = x[:, bs], x[:, a]  # (4, k, n), (4, n)
+            cross = xa[[1, 0, 3, 2], :, None]
+            part = torch.bmm(y, cross).sum(0).squeeze(1)
+            part -= (y[0::2] * y[1::2]).sum((0, 2)) + (xa[0::2] * xa[1::2]).sum()
+            ab = xa[:, bs]  # M[a, b], C[a, b], M[b, a], C[b, a]
+            part += (s[a] + s[bs] - ab[0] - ab[2]) * (cd[a] + cd[bs] - ab[1] - ab[3])
             d = part if d is None else d.add_(part)
         return d
 
     def swap(self, a: int, b: int) -> None:
         """Exchange the points of ``a`` and ``b`` in the working coefficients."""
-        ab, ba = [a, b], [b, a]
-        for _, c in self.rowlike:
-            c[ab] = c[ba]
-        for _, c, _, ct in self.shared:
-            c[ab] = c[ba]
-            c[:, ab] = c[:, ba]
-            ct[ab] = ct[ba]
-            ct[:, ab] = ct[:, ba]
+        for x in self.rowlike:
+            _swap_rows(x[1], a, b)
+        for x, _, cd in self.shared:
+            for c in (x[1], x[3]):
+                _swap_rows(c, a, b)
+                _swap_rows(c.t(), a, b)
+            _swap_rows(cd, a, b)
+
+
+def _swap_rows(x: Tensor, a: int, b: int) -> None:
+    row = x[a].clone()
+    x[a] = x[b]
+    x[b] = row
 
 
 def _penalty_of(terms) -> float:
@@ -413,8 +418,7 @@ def swap_neurons_(priors, *, candidates: int = 16, groups: Union[None, str, Iter
         state = _Group(priors, g, terms)
         n = state.n
         g_before = _penalty_of(terms)
-        device = (state.rowlike or state.shared)[0][1].device
-        perm = torch.arange(n, device=device)
+        perm = torch.arange(n, device=state.device)
         swaps = sweeps = 0
         k = min(candidates, n - 1)
         for _ in range(passes if n > 1 else 0):
@@ -427,9 +431,8 @@ def swap_neurons_(priors, *, candidates: int = 16, groups: Union[None, str, Iter
             del ranking
             for a in range(n):
                 bs = partners[a]
-                change = state.changes(a, bs)
-                best = int(torch.argmin(change))
-                if float(change[best]) < -tol:
+                value, best = torch.min(state.changes(a, bs), 0)
+                if value.item() < -tol:
                     b = int(bs[best])
                     state.swap(a, b)
                     perm[[a, b]] = perm[[b, a]]

@@ -337,6 +337,27 @@ def test_bad_arguments_are_named(kwargs, error, match):
         rg.swap_neurons_(priors, **kwargs)
 
 
+def test_trained_embedding_whose_map_mixes_rows_is_refused():
+    class Mixing(mf.Euclidean):
+        def from_unconstrained(self, u):
+            return u + u.mean(0) * torch.arange(len(u), dtype=u.dtype)[:, None]
+
+    prior = rg.ModuliPrior(Mixing(2), rg.DifferenceOfGaussians(), trainable=True)
+    priors = rg.attach(nn.RNN(2, 5).double(), prior, generator=_gen(21))
+    u0 = priors.embeddings["hidden_l0"].u.detach().clone()
+    with pytest.raises(ValueError, match="does not map each row of u to its own point"):
+        rg.swap_neurons_(priors)
+    assert torch.equal(priors.embeddings["hidden_l0"].u.detach(), u0)
+
+
+def test_swap_cost_changes_needs_one_group_name():
+    priors = _rnn_priors(PRIORS["circle_dog"]())
+    with pytest.raises(TypeError, match="group must be the name"):
+        rg.swap_cost_changes(priors, ["hidden_l0"])
+    with pytest.raises(ValueError, match="'hidden'"):
+        rg.swap_cost_changes(priors, "hidden")
+
+
 def test_not_a_prior_set_and_grouped_convolutions_are_refused():
     with pytest.raises(TypeError, match="PriorSet"):
         rg.swap_neurons_(nn.RNN(2, 3))

@@ -287,8 +287,25 @@ def swap_cost_changes(priors, group: str) -> Tensor:
         As :func:`swap_neurons_`.
     """
     _check_prior_set(priors)
-    (group,) = _select_groups(priors, [group] if isinstance(group, str) else group)
+    if not isinstance(group, str):
+        raise TypeError(f"group must be the name (str) of a neuron group; got {type(group).__name__}")
+    (group,) = _select_groups(priors, [group])
     return _Group(priors, group, _touching(priors, group)).all_changes()
+
+
+def _check_rowwise(priors, group: str) -> None:
+    """A trained embedding's ``from_unconstrained`` must map each row of ``u`` to its own point."""
+    emb = priors.embeddings[group]
+    if not emb.trainable:
+        return
+    with torch.no_grad():
+        u = emb.u.detach()
+        flipped = emb.manifold.from_unconstrained(u.flip(0))
+        ok = torch.allclose(flipped, emb.points.detach().flip(0), rtol=1e-6, atol=1e-6)
+    if not ok:
+        raise ValueError(f"the embedding of {group} is trained through {type(emb.manifold).__name__}."
+                         "from_unconstrained, which does not map each row of u to its own point: permuting the "
+                         "rows of u would not permute the points, so its neurons cannot be swapped")
 
 
 def _permute_optimizer_state(optimizer, param: Tensor, perm: Tensor) -> None:
@@ -358,8 +375,10 @@ def swap_neurons_(priors, *, candidates: int = 16, groups: Union[None, str, Iter
         Partners evaluated per neuron, >= 1 (``n - 1`` or more: all of them).
     groups : str or list of str, optional
         Neuron groups to process (keys of ``priors.embeddings``), in this
-        order; default every group. With ``tie="consecutive"`` a tied hidden
-        group's cost involves the rows of one layer and the columns of the next.
+        order; default every group, the network's input and output units
+        included (name the hidden groups to keep those where they are). With
+        ``tie="consecutive"`` a tied hidden group's cost involves the rows of
+        one layer and the columns of the next.
     passes : int
         Maximum sweeps per group, >= 1; stops early after a sweep with no swap.
     rtol : float
@@ -408,6 +427,8 @@ def swap_neurons_(priors, *, candidates: int = 16, groups: Union[None, str, Iter
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None; got {type(optimizer).__name__}")
     chosen = _select_groups(priors, groups)
     touching = {g: _touching(priors, g) for g in chosen}
+    for g in chosen:
+        _check_rowwise(priors, g)
     priors._follow_model()
     with torch.no_grad():
         before = float(priors.penalty())

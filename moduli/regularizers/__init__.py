@@ -9,7 +9,9 @@
 - :mod:`.penalty` -- the stateless math (penalties, gradients, the
   trained-embedding pass);
 - :mod:`.state` -- :func:`attach` and the modules holding the state
-  (:class:`PriorSet`, :class:`Term`, :class:`NeuronEmbedding`).
+  (:class:`PriorSet`, :class:`Term`, :class:`NeuronEmbedding`);
+- :mod:`.swaps` -- :func:`swap_neurons_`, neuron swaps that lower a moduli
+  prior's cost (brain-inspired modular training).
 
 >>> import torch
 >>> from moduli import manifolds as mf, regularizers as rg
@@ -33,10 +35,12 @@ from .priors import (
     CommunicabilityPrior, L1Prior, ModuliPrior, Prior, ShuffledPrior, TopoLossPrior, communicability_penalty, topo_loss,
 )
 from .state import NeuronEmbedding, PriorSet, Term, attach
+from .swaps import GroupSwaps, SwapResult, swap_cost_changes, swap_neurons_
 
 __all__ = [
     "Inhibitor", "DifferenceOfGaussians", "Ricker", "Diffusion", "Sinusoid", "DiagonalOnly",
     "ExpressionInhibitor", "ZeroMinimum", "INHIBITORS", "inhibitor_arguments", "make_inhibitor", "Prior", "ModuliPrior",
     "L1Prior", "ShuffledPrior", "CommunicabilityPrior", "TopoLossPrior", "attach", "PriorSet", "Term", "NeuronEmbedding",
     "coefficient_matrix", "magnitude", "weighted_penalty", "penalty_gradient", "communicability_penalty", "topo_loss",
+    "swap_neurons_", "swap_cost_changes", "SwapResult", "GroupSwaps",
 ]

@@ -20,7 +20,7 @@ from .regimes import INHIBITOR_NAMES, MANIFOLD_NAMES, parse_inhibitor_args, pars
 from .registry import add_config_arguments, config_from_args, get_preset, preset_names, task_names
 from .results import RECORD_FIELDS, RESULTS_FILE, read_results
 from .runner import run_sweep
-from .train import check_lottery_prior
+from .train import check_options
 from .table import breakdown_table, inventory_table, markdown_table, params_table, write_breakdown_csv, write_csv
 
 __all__ = ["parse_sparsity", "add_regime_options", "regimes_from_args", "add_sweep_options", "execution_options",
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = resolve_config(args.task, args.preset, args, exclude=("lam",))
         regimes = regimes_from_args(args, ["none"])
         for regime in regimes:
-            check_lottery_prior(regime, cfg)
+            check_options(regime, cfg)
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2

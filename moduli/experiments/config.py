@@ -64,6 +64,9 @@ class TrainConfig:
                          "'prox': the soft threshold of the (exponent 1) prior after every step, its factor raised from "
                          "lam until the exact zeros follow the pruning ramp, the mask fixed at the last epoch",
                          ("magnitude", "prox"), added=True)
+    swap_every: int = _f(0, "every this many steps of the sparse phase, exchange neurons' embedding points where "
+                         "that lowers the prior's cost (BIMT neuron swaps; the network's function is unchanged); "
+                         "0: never", added=True)
     amp: str = _f("off", "mixed precision of the forward pass and loss: off (float32), bf16, or fp16 with a "
                   "gradient scaler; the prior's fused gradient is added in float32 after unscaling",
                   ("off", "bf16", "fp16"), added=True)
@@ -92,7 +95,7 @@ class TrainConfig:
             raise ValueError(f"epochs ({self.epochs}) cannot exceed steps ({self.steps})")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("grad_clip", "lam", "embed_lr"):
+        for name in ("grad_clip", "lam", "embed_lr", "swap_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
 

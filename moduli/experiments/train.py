@@ -33,7 +33,8 @@ from .registry import make_task
 from .results import CheckpointError, atomic_save, checkpoint_contents, checkpoint_path, load_checkpoint, record_phase
 from .tasks import Task
 
-__all__ = ["run_one", "initial_embeddings", "progress_bar", "check_lottery_prior", "check_sparsifier"]
+__all__ = ["run_one", "initial_embeddings", "progress_bar", "check_options", "check_lottery_prior",
+           "check_sparsifier", "check_swaps"]
 
 _CPU = torch.device("cpu")
 
@@ -148,7 +149,7 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, generator, desc, progress,
-                 curve: Optional[list] = None):
+                 curve: Optional[list] = None, swap_every: int = 0, swaps: Optional[dict] = None):
     """Train one phase; return the losses (a float64 CPU tensor, one per step taken) and whether it diverged.
 
     ``curve``, when given, receives the learning curve's rows: every
@@ -159,7 +160,11 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
     last row). Those evaluations are part of the phase's ``train_s``. Under
     a proximal sparsifier (``pruner.after_step``) the prior acts through its
     soft threshold after every step instead of a gradient, and each row holds
-    the threshold's factor (``prox_lam``).
+    the threshold's factor (``prox_lam``). With ``swap_every`` > 0, every
+    ``swap_every`` steps neurons' embedding points are exchanged where that
+    lowers the prior's cost (:func:`moduli.regularizers.swap_neurons_`);
+    ``swaps`` then receives the number applied and the cost they removed, and
+    each curve row the swaps so far.
 
     On the CPU every step's loss is checked before its backward pass, and a
     phase stops at its first non-finite loss. On an accelerator the loop does
@@ -206,6 +211,8 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                           "time_s": round(time.perf_counter() - started, 3)})
             if prox is not None:
                 curve[-1]["prox_lam"] = pruner.lam
+            if swap_every:
+                curve[-1]["swaps"] = swaps["swaps"]
             last_row = upto
         if evaluate and task.metric not in curve[-1]:
             curve[-1][task.metric] = float(task.evaluate(model))
@@ -248,6 +255,10 @@ def _train_phase(task: Task, model, cfg: TrainConfig, *, lam, priors, pruner, ge
                 scaler.update()
             else:
                 opt.step()
+            if swap_every and taken % swap_every == 0:
+                done = rg.swap_neurons_(priors, optimizer=opt)
+                swaps["swaps"] += done.swaps
+                swaps["swap_gain"] += lam * done.gain
             if prox is not None:
                 prox(opt)
                 if check or taken % CHECK_EVERY == 0:
@@ -277,8 +288,11 @@ def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, pru
     build its record; ``started``/``t0`` mark when the phase's preparation began."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(stream * 1_000_000 + spec.seed)
     curve: list = []
+    swap_every = getattr(cfg, "swap_every", 0) if phase == "sparse" and priors is not None else 0
+    swaps = {"swaps": 0, "swap_gain": 0.0}
     losses, diverged = _train_phase(task, model, cfg, lam=spec.lam, priors=priors, pruner=pruner,
-                                    generator=gen, desc=f"{spec.run_id} {phase}", progress=progress, curve=curve)
+                                    generator=gen, desc=f"{spec.run_id} {phase}", progress=progress, curve=curve,
+                                    swap_every=swap_every, swaps=swaps)
     train_s, t1 = time.perf_counter() - t0, time.perf_counter()
     value = task.evaluate(model) if not diverged else None
     if value is not None and curve:
@@ -289,6 +303,10 @@ def _train_and_record(phase, spec, task, model, cfg, priors, pruner, stream, pru
     if getattr(pruner, "after_step", None) is not None:
         rec["prox_sparsity"] = pruner.reached  # the exact zeros the thresholds made before the mask was fixed
         rec["prox_lam"] = pruner.lam
+    if swap_every:
+        rec.update(swaps)  # swaps applied, and lam times the prior's cost they removed when applied
+        with torch.no_grad():
+            rec["lam_penalty"] = spec.lam * float(priors.penalty())
     return rec
 
 
@@ -339,7 +357,37 @@ def check_lottery_prior(regime, cfg: TrainConfig) -> None:
     if cfg.lottery_prior == "redraw" and regime.trained:
         raise ValueError(f"lottery_prior='redraw' (--lottery-prior redraw) needs fixed embeddings; regime "
                          f"{regime.label!r} trains its embedding, whose learned points the lottery phase keeps")
+
+
+def check_options(regime, cfg: TrainConfig) -> None:
+    """Refuse a regime with options that have no meaning for it (:func:`check_lottery_prior`,
+    :func:`check_sparsifier`, :func:`check_swaps`); called before any run is trained.
+
+    Raises
+    ------
+    ValueError
+        Naming the regime and the option.
+    """
+    check_lottery_prior(regime, cfg)
     check_sparsifier(regime, cfg)
+    check_swaps(regime, cfg)
+
+
+def check_swaps(regime, cfg: TrainConfig) -> None:
+    """Refuse ``swap_every`` for a regime whose coefficients are not a function of the embedding.
+
+    Neuron swaps exchange embedding points where that lowers the prior's cost
+    (:func:`moduli.regularizers.swap_neurons_`): they need a moduli prior
+    (not ``none``, ``l1`` or ``shuffled``).
+
+    Raises
+    ------
+    ValueError
+        Naming the regime and the option.
+    """
+    if getattr(cfg, "swap_every", 0) and regime.kind != "moduli":
+        raise ValueError(f"swap_every (--swap-every) exchanges neurons' embedding points; regime {regime.label!r} "
+                         "has no coefficients that follow an embedding (use a manifold regime such as 'torus')")
 
 
 def check_sparsifier(regime, cfg: TrainConfig) -> None:
@@ -383,7 +431,7 @@ def _build(spec: RunSpec, cfg: TrainConfig, device: torch.device = torch.device(
     The task's fixed data, the model's initial weights and the embeddings are
     drawn on the CPU and moved, so they are the same on every device.
     """
-    check_lottery_prior(spec.regime, cfg)
+    check_options(spec.regime, cfg)
     task = make_task(spec.task, cfg, spec.seed).to(device)
     torch.manual_seed(_INIT_STREAM * 1_000_000 + spec.seed)
     model = task.build_model().to(device)

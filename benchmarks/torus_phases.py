@@ -20,7 +20,11 @@ A phase *tracks position* when it is a plane wave of the agent's position:
 ``R = |mean exp(2 pi i (theta - k . x))|`` maximised over a grid of wave vectors
 ``k`` (up to ``--kmax`` cycles per metre, step ``--kstep``), so ``R = 1`` is a
 perfect plane wave; the null ``R0`` is the same maximum with the positions
-permuted (the search alone makes ``R0`` positive).
+permuted (the search alone makes ``R0`` positive, and a concentrated phase makes
+it large: ``spread`` = 1 - |mean exp(2 pi i theta)| is printed, 0 for a constant
+phase). Two searches: every ``k``, and *periodic* ``k`` only (at least one full
+period across the box, ``|k| >= 1 / box_width``), where a smooth non-periodic map
+of position cannot score by being a fraction of one long wave.
 
 Run: ``PYTHONPATH=. python benchmarks/torus_phases.py DIR [--run RUN_ID ...] [--figure out.png]``
 """
@@ -74,11 +78,14 @@ def states_and_positions(task, model, n_points: int) -> tuple[np.ndarray, np.nda
             ev.position[:walks].reshape(-1, 2)[:n_points].numpy().astype(np.float64))
 
 
-def plane_wave_fit(theta: np.ndarray, pos: np.ndarray, kmax: float, kstep: float) -> tuple[float, np.ndarray]:
-    """``max_k |mean exp(2 pi i (theta - k . x))|`` over the wave-vector grid, and the maximising ``k`` (cycles/m)."""
+def plane_wave_fit(theta: np.ndarray, pos: np.ndarray, kmax: float, kstep: float,
+                   kmin: float = 0.0) -> tuple[float, np.ndarray]:
+    """``max_k |mean exp(2 pi i (theta - k . x))|`` over the wave vectors of the grid with ``|k| >= kmin``,
+    and the maximising ``k`` (cycles/m)."""
     ks = np.arange(-kmax, kmax + kstep / 2, kstep)
     kx, ky = np.meshgrid(ks, ks, indexing="ij")
     k = np.stack([kx.ravel(), ky.ravel()], 1)                       # [K, 2]
+    k = k[np.hypot(k[:, 0], k[:, 1]) >= kmin - 1e-12]
     z = np.exp(2j * np.pi * theta)[None, :] * np.exp(-2j * np.pi * (k @ pos.T))   # [K, n]
     r = np.abs(z.mean(1))
     best = int(r.argmax())
@@ -117,11 +124,15 @@ def analyse(run_dir: Path, record: dict, args, rng) -> dict:
     ph = bump_phases(states, points, period)
     for j in range(ph.shape[1]):
         out["phases"][f"bump axis {j + 1} ({source})"] = ph[:, j]
-    out["fits"] = {}
+    out["fits"], out["periodic"], out["spread"] = {}, {}, {}
+    kmin = 1.0 / task.cfg.box_width
     for name, theta in out["phases"].items():
-        r, k = plane_wave_fit(theta, pos, args.kmax, args.kstep)
-        r0, _ = plane_wave_fit(theta, pos[rng.permutation(len(pos))], args.kmax, args.kstep)
-        out["fits"][name] = (r, k, r0)
+        perm = pos[rng.permutation(len(pos))]
+        out["spread"][name] = 1.0 - float(abs(np.exp(2j * np.pi * theta).mean()))
+        for key, lo in (("fits", 0.0), ("periodic", kmin)):
+            r, k = plane_wave_fit(theta, pos, args.kmax, args.kstep, lo)
+            r0, _ = plane_wave_fit(theta, perm, args.kmax, args.kstep, lo)
+            out[key][name] = (r, k, r0)
     return out
 
 
@@ -141,10 +152,10 @@ def figure(results: list, path: Path) -> None:
                 ax.axis("off")
                 continue
             name, theta = list(res["phases"].items())[j]
-            r, k, r0 = res["fits"][name]
+            r, k, r0 = res["periodic"][name]
             ax.scatter(res["positions"][:, 0], res["positions"][:, 1], c=theta, cmap="hsv", vmin=0, vmax=1, s=3)
             ax.set_aspect("equal")
-            ax.set_title(f"{name}\nR={r:.2f} (null {r0:.2f})", fontsize=7)
+            ax.set_title(f"{name}\nperiodic R={r:.2f} (null {r0:.2f})", fontsize=7)
             if j == 0:
                 ax.set_ylabel(f"{res['regime']}\n{res['value']:.1f} cm", fontsize=8)
     fig.suptitle("phases decoded from activity, coloured over the agent's position (hsv: phase in [0, 1))", fontsize=9)
@@ -176,7 +187,9 @@ def main() -> None:
         print(f"{run_id}: {res['regime']}, sparse error {res['value']:.2f} cm, {res['active_units']} active units; "
               f"three longest H1 bars {np.round(res['bars'], 3).tolist()}")
         for name, (r, k, r0) in res["fits"].items():
-            print(f"  {name:34s} R = {r:.3f} at k = ({k[0]:+.2f}, {k[1]:+.2f}) cycles/m   null R0 = {r0:.3f}")
+            rp, kp, rp0 = res["periodic"][name]
+            print(f"  {name:34s} spread {res['spread'][name]:.3f} | any k: R = {r:.3f} at ({k[0]:+.2f}, {k[1]:+.2f}), "
+                  f"null {r0:.3f} | periodic k: R = {rp:.3f} at ({kp[0]:+.2f}, {kp[1]:+.2f}), null {rp0:.3f}")
     if args.figure is not None and results:
         figure(results, args.figure)
         print(f"figure: {args.figure}")

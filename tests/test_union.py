@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -326,3 +327,28 @@ def test_bad_input_names_the_argument():
         U.pack(3, torch.zeros(1, 1))
     with pytest.raises(ValueError, match=r"coords must have shape \(\.\.\., 3\)"):
         U.pack(1, torch.zeros(1, 2))
+
+
+# ------------------------------------------------------------ learned assignment
+def test_swaps_learn_the_assignment_of_a_block_diagonal_network():
+    """Neurons wired in two hidden groups but assigned to modules at random: swaps move them between
+    modules (the only way an assignment changes) until each group shares a module, lowering the cost."""
+    V = mf.DisjointUnion(mf.Circle(4.0), mf.Circle(4.0))
+    prior = rg.ModuliPrior(V, rg.DifferenceOfGaussians(c=1.0))  # every between-module pair costs f(inf) = 1
+    n = 8
+    hidden = torch.tensor([0, 1] * 4)  # the network's groups: even and odd neurons
+    w = torch.where(hidden[:, None] == hidden[None, :], 1.0, 0.0) * 0.5
+    model = nn.RNN(1, n, bias=False)
+    with torch.no_grad():
+        model.weight_hh_l0.copy_(w)
+    points = V.assign([4, 4], generator=torch.Generator().manual_seed(0))  # modules 0,0,0,0,1,1,1,1
+    priors = rg.attach(model, prior, points={"weight_hh_l0": points})
+    before = V.modules(priors.terms["weight_hh_l0"].points_out).clone()
+    result = rg.swap_neurons_(priors, candidates=n - 1, passes=10)
+    after = V.modules(priors.terms["weight_hh_l0"].points_out)
+    assert result.swaps > 0 and result.cost_after < result.cost_before
+    assert not torch.equal(before, after) and sorted(after.tolist()) == sorted(before.tolist())
+    # each hidden group now lies in one module: no strong weight crosses modules
+    for g in (0, 1):
+        assert len(set(after[hidden == g].tolist())) == 1
+    assert set(after[hidden == 0].tolist()) != set(after[hidden == 1].tolist())

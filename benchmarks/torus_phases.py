@@ -5,10 +5,14 @@ is rebuilt from its record and the trained model runs the task's evaluation
 walks; ``--points`` hidden states (every time step of the first walks) are
 analysed two ways:
 
-* **topological**: the two most persistent H1 classes of the states (landmark
-  Rips filtration, :func:`moduli.analysis.cocycles`) give two circular
-  coordinates (:func:`moduli.analysis.circular_coordinates`); printed with
-  the lengths of the three longest bars;
+* **topological**: the states are centred and projected on their ``--pca``
+  leading principal components (6 by default, as is usual for grid-cell
+  recordings; on the raw 256-dimensional states the max-min landmarks chase
+  outlying states and the coordinates come out nearly constant), and the two
+  most persistent H1 classes of that cloud (landmark Rips filtration,
+  :func:`moduli.analysis.cocycles`) give two circular coordinates
+  (:func:`moduli.analysis.circular_coordinates`); printed with the lengths of
+  the three longest bars;
 * **bump on the embedding**: for a run whose prior embeds the neurons on a
   torus (the torus regime, and the shuffled control, whose embedding does not
   shape the coefficients), the activity-weighted circular mean of the neurons'
@@ -81,15 +85,18 @@ def states_and_positions(task, model, n_points: int) -> tuple[np.ndarray, np.nda
 def plane_wave_fit(theta: np.ndarray, pos: np.ndarray, kmax: float, kstep: float,
                    kmin: float = 0.0) -> tuple[float, np.ndarray]:
     """``max_k |mean exp(2 pi i (theta - k . x))|`` over the wave vectors of the grid with ``|k| >= kmin``,
-    and the maximising ``k`` (cycles/m)."""
+    and the maximising ``k`` (cycles/m).
+
+    The sum over points separates in the two axes of ``k``: one complex matrix product
+    ``(exp(-2 pi i kx x) * exp(2 pi i theta)) @ exp(-2 pi i ky y).T`` gives every grid point at once.
+    """
     ks = np.arange(-kmax, kmax + kstep / 2, kstep)
-    kx, ky = np.meshgrid(ks, ks, indexing="ij")
-    k = np.stack([kx.ravel(), ky.ravel()], 1)                       # [K, 2]
-    k = k[np.hypot(k[:, 0], k[:, 1]) >= kmin - 1e-12]
-    z = np.exp(2j * np.pi * theta)[None, :] * np.exp(-2j * np.pi * (k @ pos.T))   # [K, n]
-    r = np.abs(z.mean(1))
-    best = int(r.argmax())
-    return float(r[best]), k[best]
+    ax = np.exp(-2j * np.pi * np.outer(ks, pos[:, 0])) * np.exp(2j * np.pi * theta)[None, :]   # [K, n]
+    ay = np.exp(-2j * np.pi * np.outer(ks, pos[:, 1]))                                          # [K, n]
+    r = np.abs(ax @ ay.T) / len(theta)                                                         # [kx, ky]
+    r[np.hypot(ks[:, None], ks[None, :]) < kmin - 1e-12] = -1.0
+    i, j = np.unravel_index(int(r.argmax()), r.shape)
+    return float(r[i, j]), np.array([ks[i], ks[j]])
 
 
 def bump_phases(states: np.ndarray, points: np.ndarray, period: float) -> np.ndarray:
@@ -105,11 +112,14 @@ def analyse(run_dir: Path, record: dict, args, rng) -> dict:
     live = states.std(0) > 0
     out = {"run_id": record["run_id"], "regime": record["regime"], "value": record["value"],
            "active_units": int(live.sum()), "positions": pos, "phases": {}}
-    coh = analysis.cocycles(states[:, live], n_landmarks=args.landmarks)
+    cloud = states[:, live] - states[:, live].mean(0)
+    if args.pca:
+        cloud = cloud @ np.linalg.svd(cloud, full_matrices=False)[2][:args.pca].T
+    coh = analysis.cocycles(cloud, n_landmarks=args.landmarks)
     bars = np.asarray(coh.diagram, dtype=float)
     out["bars"] = (bars[:, 1] - bars[:, 0])[:3] if len(bars) else np.zeros(0)
     if len(bars) >= 2:
-        cc = analysis.circular_coordinates(states[:, live], n_coords=2, n_landmarks=args.landmarks, cohomology=coh)
+        cc = analysis.circular_coordinates(cloud, n_coords=2, n_landmarks=args.landmarks, cohomology=coh)
         for j in range(2):
             out["phases"][f"H1 class {j + 1}"] = cc.theta[:, j]
     spec = record["regime_spec"]
@@ -169,6 +179,8 @@ def main() -> None:
     p.add_argument("dir", type=Path, help="a navigation result directory with sparse checkpoints")
     p.add_argument("--run", action="append", default=None, help="run ids (default: every sparse checkpoint)")
     p.add_argument("--points", type=int, default=1500, help="hidden states analysed (default 1500)")
+    p.add_argument("--pca", type=int, default=6, help="principal components of the states for the cohomology "
+                   "(default 6; 0: the raw states)")
     p.add_argument("--landmarks", type=int, default=120, help="landmarks of the cohomology (default 120)")
     p.add_argument("--kmax", type=float, default=4.0, help="largest wave number searched, cycles/m (default 4)")
     p.add_argument("--kstep", type=float, default=0.05, help="step of the wave-vector grid (default 0.05)")

@@ -861,3 +861,10 @@ def test_euclidean_gradients_are_finite_at_zero_and_for_huge_points():
     E.dist(h[0], h[1]).backward()
     assert torch.allclose(h.grad, torch.tensor([[-0.6, -0.8, 0.0], [0.6, 0.8, 0.0]], dtype=torch.float64))
     check_manifold(mf.Euclidean(3))
+
+
+def test_a_generator_and_a_different_device_are_a_clear_error():
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="device cuda differs from the generator's device cpu"):
+        mf.Circle(2.0).random_uniform(3, generator=gen, device="cuda")
+    assert mf.Circle(2.0).random_uniform(3, generator=gen, device="cpu").device.type == "cpu"

@@ -16,6 +16,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..manifolds.base import generator_device
+
 __all__ = ["DEVICE_CHOICES", "resolve_device", "worker_devices", "device_record", "parse_device", "run_rnn",
            "move_to", "sampling_device"]
 
@@ -173,19 +175,15 @@ def move_to(value, device: torch.device):
 
 
 def sampling_device(generator: Optional[torch.Generator], device=None) -> Optional[torch.device]:
-    """Where a task draws a batch: the generator's device (``device``, when given, must agree), else ``device``.
+    """Where a task draws a batch: the generator's device (``device``, when given, must agree), else ``device``
+    (None when neither is given: torch's default).
 
     Raises
     ------
     ValueError
-        If ``device`` and the generator's device differ: a generator draws
-        only on its own device.
+        If ``device`` and the generator's device differ
+        (:func:`moduli.manifolds.base.generator_device`).
     """
-    if generator is None:
-        return None if device is None else torch.device(device)
-    if device is not None:
-        want = torch.device(device)
-        if want.type != generator.device.type or (want.index is not None and want.index != generator.device.index):
-            raise ValueError(f"device {want} differs from the generator's device {generator.device}: pass a "
-                             "generator of that device, or leave device out")
-    return generator.device
+    if generator is None and device is None:
+        return None
+    return generator_device(generator, device)

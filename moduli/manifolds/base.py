@@ -347,9 +347,19 @@ def resolve_dtype(dtype: Optional[torch.dtype]) -> torch.dtype:
 
 
 def generator_device(generator: Optional[torch.Generator], device) -> torch.device:
-    """Device to sample on: ``device``, else the generator's, else the CPU."""
+    """Device to sample on: the generator's (``device``, when given, must agree), else ``device``, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` and the generator's device differ: a generator draws
+        only on its own device.
+    """
+    if generator is None:
+        return torch.device("cpu") if device is None else torch.device(device)
     if device is not None:
-        return torch.device(device)
-    if generator is not None:
-        return generator.device
-    return torch.device("cpu")
+        want = torch.device(device)
+        if want.type != generator.device.type or (want.index is not None and want.index != generator.device.index):
+            raise ValueError(f"device {want} differs from the generator's device {generator.device}: pass a "
+                             "generator of that device, or leave device out")
+    return generator.device

@@ -16,8 +16,10 @@ analysed two ways:
 * **bump on the embedding**: for a run whose prior embeds the neurons on a
   torus (the torus regime, and the shuffled control, whose embedding does not
   shape the coefficients), the activity-weighted circular mean of the neurons'
-  torus coordinates, one phase per axis of the torus. For ``none`` a seeded
-  random torus embedding is used, as the null of this read-out.
+  torus coordinates, one phase per axis of the torus; and, for every run, the
+  same read-out through a seeded random torus embedding, the null of this
+  read-out (any position code seen through any circular projection gives a
+  phase that depends on position).
 
 A phase *tracks position* when it is a plane wave of the agent's position:
 ``theta = k . x + c (mod 1)``. Each phase is scored by the mean resultant length
@@ -125,15 +127,16 @@ def analyse(run_dir: Path, record: dict, args, rng) -> dict:
     spec = record["regime_spec"]
     emb = embeddings.get("rnn.weight_hh_l0")
     torus = build_manifold("torus")
+    embeddings = {}
     if emb is not None and spec.get("manifold") == "torus":
-        points, source = emb[0].numpy().astype(np.float64), "embedding"
-    else:  # the null of the read-out: a random torus embedding
-        points = torus.random_uniform(states.shape[1], generator=torch.Generator().manual_seed(0)).double().numpy()
-        source = "random embedding"
-    period = float(torus.period) if hasattr(torus, "period") else 10.0
-    ph = bump_phases(states, points, period)
-    for j in range(ph.shape[1]):
-        out["phases"][f"bump axis {j + 1} ({source})"] = ph[:, j]
+        embeddings["embedding"] = emb[0].numpy().astype(np.float64)
+    # the null of the read-out, for every run: a random torus embedding of the same network
+    embeddings["random embedding"] = torus.random_uniform(
+        states.shape[1], generator=torch.Generator().manual_seed(0)).double().numpy()
+    for source, points in embeddings.items():
+        ph = bump_phases(states, points, float(torus.period))
+        for j in range(ph.shape[1]):
+            out["phases"][f"bump axis {j + 1} ({source})"] = ph[:, j]
     out["fits"], out["periodic"], out["spread"] = {}, {}, {}
     kmin = 1.0 / task.cfg.box_width
     for name, theta in out["phases"].items():

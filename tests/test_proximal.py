@@ -129,6 +129,9 @@ def test_runner_refuses_prox_where_it_has_no_meaning(capsys):
     assert main(["run", "navigation", "--preset", "smoke", "--regime", "none", "--sparsity", "50%",
                  "--sparsifier", "prox", "--dry-run"]) == 2
     assert "regime 'none' has no prior" in capsys.readouterr().err
+    assert main(["run", "navigation", "--preset", "smoke", "--regime", "l1", "--sparsity", "50%",
+                 "--sparsifier", "prox", "--lam", "0", "--dry-run"]) == 2
+    assert "--lam must be positive" in capsys.readouterr().err
 
 
 def test_the_default_sparsifier_leaves_configs_and_their_hashes_unchanged():

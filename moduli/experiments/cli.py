@@ -308,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
         regimes = regimes_from_args(args, ["none"])
         for regime in regimes:
             check_options(regime, cfg)
+        if getattr(cfg, "sparsifier", "magnitude") == "prox" and any(lam <= 0 for lam in args.lam or [cfg.lam]):
+            raise ValueError("sparsifier 'prox' raises the prior's factor from --lam by factors: --lam must be "
+                             "positive")
     except (TypeError, ValueError) as exc:
         print(f"moduli run: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,8 @@ from moduli import regularizers as rg
 from moduli import targets
 from moduli.experiments.plan import RunSpec
 from moduli.experiments.regimes import Regime, build_prior
-from moduli.experiments.registry import config_from_dict, make_task
-from moduli.experiments.results import migrate_config
 from moduli.experiments.train import initial_embeddings
+from torus_phases import load_run  # the sibling script: a run's task and trained sparse model
 
 
 def _kept_ratio(manifold, points, mask) -> float:
@@ -44,14 +43,11 @@ def main() -> None:
     for r in recs:
         if r["phase"] != "sparse" or not r["config"].get("swap_every"):
             continue
-        cfg = config_from_dict(r["task"], migrate_config(r["config"]))
+        task, model, swapped = load_run(args.dir, r)
+        cfg = task.cfg
         spec = RunSpec(r["task"], r["preset"], Regime.from_dict(r["regime_spec"]), r["lam"], r["sparsity"], r["seed"])
-        state = torch.load(args.dir / "checkpoints" / f"{r['run_id']}-sparse.pt", map_location="cpu",
-                           weights_only=False)
-        model = make_task(r["task"], cfg, r["seed"]).build_model()
-        targets.restore_masks(model, state["masks"])
-        model.load_state_dict(state["model"])
-        swapped, initial = state["embeddings"], initial_embeddings(spec, cfg)
+        masks = targets.masks(model)
+        initial = initial_embeddings(spec, cfg)
         prior = build_prior(spec.regime, cfg)
         costs = []
         for emb in (swapped, initial):
@@ -61,8 +57,8 @@ def main() -> None:
                 costs.append(r["lam"] * float(priors.penalty()))
         name = "rnn.weight_hh_l0"  # the kept-connection distances of a recurrent matrix
         kept = ("" if name not in swapped else
-                f"{_kept_ratio(prior.manifold, swapped[name][0], state['masks'][name].bool()):20.3f} "
-                f"{_kept_ratio(prior.manifold, initial[name][0], state['masks'][name].bool()):9.3f}")
+                f"{_kept_ratio(prior.manifold, swapped[name][0], masks[name].bool()):20.3f} "
+                f"{_kept_ratio(prior.manifold, initial[name][0], masks[name].bool()):9.3f}")
         print(f"{r['run_id']:50s} {r['swaps']:6d} {costs[0]:12.5f} {costs[1]:12.5f} {costs[0] / costs[1]:6.3f} {kept}")
 
 if __name__ == "__main__":

@@ -327,6 +327,24 @@ def overrides(obj: Any, owner: type, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(owner, name)
 
 
+def component_spaces(spaces: tuple, owner: str) -> tuple:
+    """The component spaces of a composite space (``Product``, ``DisjointUnion``), checked.
+
+    Raises
+    ------
+    ValueError
+        If there are none.
+    TypeError
+        If one is not a :class:`Manifold`, naming its index.
+    """
+    if len(spaces) < 1:
+        raise ValueError(f"{owner} needs at least one space")
+    for i, s in enumerate(spaces):
+        if not isinstance(s, Manifold):
+            raise TypeError(f"spaces[{i}] must be a moduli Manifold; got {type(s).__name__}")
+    return tuple(spaces)
+
+
 def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import GeomstatsMatch, Manifold, safe_sqrt
+from .base import GeomstatsMatch, Manifold, component_spaces, safe_sqrt
 from ._geomstats import geomstats_import
 
 __all__ = ["Product"]
@@ -29,12 +29,7 @@ class Product(Manifold):
     """
 
     def __init__(self, *spaces: Manifold):
-        if len(spaces) < 1:
-            raise ValueError("Product needs at least one space")
-        for i, s in enumerate(spaces):
-            if not isinstance(s, Manifold):
-                raise TypeError(f"spaces[{i}] must be a moduli Manifold; got {type(s).__name__}")
-        self.spaces = tuple(spaces)
+        self.spaces = component_spaces(spaces, "Product")
         self.coord_dim = sum(s.coord_dim for s in spaces)
         self.dim = sum(s.dim for s in spaces)
         self.diameter = math.sqrt(sum(s.diameter ** 2 for s in spaces))

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate
-from .base import Manifold, generator_device, resolve_dtype
+from .base import Manifold, component_spaces, generator_device, resolve_dtype
 
 __all__ = ["DisjointUnion"]
 
@@ -125,12 +125,7 @@ class DisjointUnion(Manifold):
 
     def __init__(self, *spaces: Manifold, cross_distance: float = math.inf,
                  weights: Optional[Sequence[float]] = None):
-        if len(spaces) < 1:
-            raise ValueError("DisjointUnion needs at least one space")
-        for i, s in enumerate(spaces):
-            if not isinstance(s, Manifold):
-                raise TypeError(f"spaces[{i}] must be a moduli Manifold; got {type(s).__name__}")
-        self.spaces = tuple(spaces)
+        self.spaces = component_spaces(spaces, "DisjointUnion")
         self.cross_distance = _cross_distance(cross_distance)
         self.weights = _weights(weights, len(spaces))
         self._widths = tuple(s.coord_dim for s in spaces)
